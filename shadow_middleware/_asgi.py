@@ -1,0 +1,161 @@
+"""Pure ASGI adapter: tees the request and response bytes, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from ._config import ShadowConfig
+from ._engine import Exchange, Shadow, engine_for, quote_path
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+__all__ = ["ShadowASGIMiddleware"]
+
+
+class ShadowASGIMiddleware:
+    """Copies requests on configured routes to shadow targets; the app's responses are untouched.
+
+    Parameters:
+        app: the ASGI application to wrap.
+        shadow: a :class:`Shadow` engine to use (it stays its owner's to close).
+        config: a :class:`ShadowConfig`; the middleware then builds and owns its engine
+            and closes it on lifespan shutdown. Give exactly one of ``shadow`` and ``config``.
+        tracer_provider: OpenTelemetry ``TracerProvider`` for an engine built from ``config``.
+        meter_provider: OpenTelemetry ``MeterProvider`` for an engine built from ``config``.
+
+    The request body is never read ahead: the copy is taken as the app reads it,
+    and the shadow calls start when the app has read the last byte.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        shadow: Shadow | None = None,
+        config: ShadowConfig | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+    ) -> None:
+        self.app = app
+        self.shadow, self._owns_engine = engine_for(shadow, config, tracer_provider, meter_provider)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan" and self._owns_engine:
+                await self.app(scope, receive, _LifespanCloser(self.shadow, send))
+            else:
+                await self.app(scope, receive, send)
+            return
+        shadow = self.shadow
+        method = scope["method"]
+        route = shadow.match(method, scope["path"])
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        exchange = _begin(shadow, route, scope)
+        if exchange is None:
+            await self.app(scope, receive, send)
+            return
+        await _Responder(self.app, exchange, receive, send).run(scope)
+
+
+def _begin(shadow: Shadow, route: str, scope: Scope) -> Exchange | None:
+    try:
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        raw_path = scope.get("raw_path")
+        path = raw_path.decode("latin-1") if raw_path else quote_path(scope["path"])
+        content_length: int | None = None
+        for name, value in headers:
+            if name == "content-length":
+                content_length = int(value) if value.isdigit() else None
+        return shadow.begin(
+            route,
+            scope["method"],
+            path,
+            scope.get("query_string", b"").decode("latin-1"),
+            headers,
+            content_length,
+        )
+    except Exception as exc:  # malformed scope: pass the request through untouched
+        shadow._internal_error(exc)
+        return None
+
+
+class _Responder:
+    """Per-request state: the exchange and the two tee channels."""
+
+    __slots__ = ("app", "exchange", "failure", "receive", "response_done", "send")
+
+    def __init__(self, app: ASGIApp, exchange: Exchange, receive: Receive, send: Send) -> None:
+        self.app = app
+        self.exchange = exchange
+        self.receive = receive
+        self.send = send
+        self.failure: str | None = None
+        self.response_done = False
+
+    async def run(self, scope: Scope) -> None:
+        try:
+            await self.app(scope, self.receive_tee, self.send_tee)
+        except BaseException:
+            if self.failure is None and not self.response_done:
+                self.failure = "primary_exception"
+            raise
+        finally:
+            self.exchange.finish(self.failure)
+
+    async def receive_tee(self) -> Message:
+        message = await self.receive()
+        # Every message is returned as received; once the body is complete we only
+        # watch for a disconnect, so the app's own disconnect watchers work as before.
+        kind = message.get("type")
+        if kind == "http.request":
+            exchange = self.exchange
+            if not exchange.body_done:
+                exchange.feed(message.get("body", b""))
+                if not message.get("more_body", False):
+                    exchange.body_complete()
+        elif kind == "http.disconnect" and not self.response_done:
+            self.failure = "client_disconnect"
+        return message
+
+    async def send_tee(self, message: Message) -> None:
+        kind = message.get("type")
+        if kind == "http.response.body":
+            self.exchange.response_body(message.get("body", b""))
+            await self.send(message)
+            if not message.get("more_body", False):
+                self.response_done = True
+                self.exchange.response_complete()
+            return
+        if kind == "http.response.start":
+            encoding = ""
+            for name, value in message.get("headers", ()):
+                if name.lower() == b"content-encoding":
+                    encoding = value.decode("latin-1")
+            self.exchange.response_start(message.get("status", 0), encoding)
+        await self.send(message)
+
+
+class _LifespanCloser:
+    """Wraps lifespan ``send``: closes an engine the middleware owns before shutdown completes."""
+
+    __slots__ = ("send", "shadow")
+
+    def __init__(self, shadow: Shadow, send: Send) -> None:
+        self.shadow = shadow
+        self.send = send
+
+    async def __call__(self, message: Message) -> None:
+        if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            try:
+                await asyncio.to_thread(self.shadow.close, self.shadow.config.drain_timeout)
+            except Exception as exc:
+                self.shadow._internal_error(exc)
+        await self.send(message)

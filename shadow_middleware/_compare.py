@@ -1,0 +1,199 @@
+"""Response comparison: decoding, JSON pointers, tolerant structural diff.
+
+Pure functions over bytes; no I/O, no framework, no telemetry.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._config import Compare
+
+MAX_DIFF_PATHS = 20
+MAX_STRING_VALUE = 256
+
+_MISSING: Any = object()
+AttrValue = str | bool | int | float
+
+
+def decode_body(body: bytes, encoding: str, cap: int) -> bytes:
+    """Undo gzip/deflate content coding, keeping at most ``cap`` decoded bytes.
+
+    The cap is applied while decompressing, so a gzip bomb costs at most ``cap``
+    bytes of memory. Unknown codings and corrupt streams are returned as they came:
+    the comparison then works on the raw bytes.
+    """
+    coding = encoding.strip().lower()
+    if not body or coding in ("", "identity"):
+        return body
+    attempts: tuple[int, ...]
+    if coding in ("gzip", "x-gzip"):
+        attempts = (31,)
+    elif coding == "deflate":
+        # RFC 9110 says zlib-wrapped; some servers send raw deflate anyway.
+        attempts = (15, -15)
+    else:
+        return body
+    for wbits in attempts:
+        try:
+            return zlib.decompressobj(wbits).decompress(body, cap)
+        except zlib.error:
+            continue
+    return body
+
+
+def escape_token(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def pointer(tokens: tuple[str, ...]) -> str:
+    return "".join("/" + escape_token(t) for t in tokens)
+
+
+def resolve(doc: Any, tokens: tuple[str, ...]) -> Any:
+    """The value at ``tokens`` in ``doc``, or ``_MISSING``."""
+    for token in tokens:
+        if isinstance(doc, dict):
+            if token not in doc:
+                return _MISSING
+            doc = doc[token]
+        elif isinstance(doc, list):
+            if not token.isdigit() or (len(token) > 1 and token[0] == "0"):
+                return _MISSING
+            index = int(token)
+            if index >= len(doc):
+                return _MISSING
+            doc = doc[index]
+        else:
+            return _MISSING
+    return doc
+
+
+def try_json(body: bytes) -> tuple[bool, Any]:
+    if not body:
+        return False, None
+    try:
+        return True, json.loads(body)
+    except (ValueError, RecursionError):
+        return False, None
+
+
+@dataclass(slots=True)
+class Diff:
+    """The result of comparing two bodies."""
+
+    count: int = 0
+    paths: list[str] = field(default_factory=list)
+    # (attribute suffix, primary value, candidate value); values may be None when absent.
+    values: list[tuple[str, AttrValue | None, AttrValue | None]] = field(default_factory=list)
+    candidate_unparseable: bool = False
+
+    def add(self, tokens: tuple[str, ...]) -> None:
+        self.count += 1
+        if len(self.paths) < MAX_DIFF_PATHS:
+            self.paths.append(pointer(tokens))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class _Differ:
+    __slots__ = ("abs_tol", "diff", "ignore", "rel_tol", "threshold")
+
+    def __init__(self, cfg: Compare, diff: Diff) -> None:
+        self.abs_tol = cfg.abs_tol
+        self.rel_tol = cfg.rel_tol
+        self.threshold = cfg.threshold
+        self.ignore = cfg.ignore_tokens
+        self.diff = diff
+
+    def numbers_equal(self, a: float, b: float) -> bool:
+        if self.threshold is not None:
+            return (a >= self.threshold) == (b >= self.threshold)
+        if a == b:
+            return True
+        return math.isclose(a, b, rel_tol=self.rel_tol, abs_tol=self.abs_tol)
+
+    def walk(self, a: Any, b: Any, path: tuple[str, ...], depth: int = 0) -> None:
+        if self.ignore and path in self.ignore:
+            return
+        if a is _MISSING or b is _MISSING:
+            if a is not b:
+                self.diff.add(path)
+            return
+        if _is_number(a) and _is_number(b):
+            if not self.numbers_equal(a, b):
+                self.diff.add(path)
+        elif isinstance(a, dict) and isinstance(b, dict):
+            if depth > 64:
+                if a != b:
+                    self.diff.add(path)
+                return
+            for key in a:
+                self.walk(a[key], b.get(key, _MISSING), (*path, key), depth + 1)
+            for key in b:
+                if key not in a:
+                    self.walk(_MISSING, b[key], (*path, key), depth + 1)
+        elif isinstance(a, list) and isinstance(b, list):
+            if depth > 64:
+                if a != b:
+                    self.diff.add(path)
+                return
+            for i in range(max(len(a), len(b))):
+                self.walk(
+                    a[i] if i < len(a) else _MISSING,
+                    b[i] if i < len(b) else _MISSING,
+                    (*path, str(i)),
+                    depth + 1,
+                )
+        elif type(a) is not type(b) or a != b:
+            self.diff.add(path)
+
+
+def _attr(value: Any) -> AttrValue | None:
+    if isinstance(value, str):
+        return value[:MAX_STRING_VALUE]
+    if isinstance(value, bool | int | float):
+        return value
+    return None
+
+
+def compare_bodies(cfg: Compare, primary: bytes, candidate: bytes) -> Diff:
+    """Compare two decoded bodies under ``cfg``.
+
+    JSON bodies are compared structurally (``fields`` or the whole document minus
+    ``ignore``); when production's body is not JSON the bytes are compared.
+    """
+    diff = Diff()
+    p_ok, p_doc = try_json(primary)
+    if not p_ok:
+        if primary != candidate:
+            diff.add(())
+        return diff
+    c_ok, c_doc = try_json(candidate)
+    if not c_ok:
+        diff.candidate_unparseable = True
+        diff.add(())
+        return diff
+    differ = _Differ(cfg, diff)
+    if not cfg.field_tokens:
+        differ.walk(p_doc, c_doc, ())
+        return diff
+    for p_tokens, c_tokens, suffix in cfg.field_tokens:
+        p_val = resolve(p_doc, p_tokens)
+        c_val = resolve(c_doc, c_tokens)
+        differ.walk(p_val, c_val, p_tokens)
+        if cfg.record_values:
+            diff.values.append(
+                (
+                    suffix,
+                    None if p_val is _MISSING else _attr(p_val),
+                    None if c_val is _MISSING else _attr(c_val),
+                )
+            )
+    return diff

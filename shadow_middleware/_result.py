@@ -1,0 +1,31 @@
+"""The record of one finished shadow exchange, handed from the dispatcher to telemetry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ._compare import AttrValue
+
+OUTCOMES = ("match", "mismatch", "error", "timeout", "dropped", "skipped")
+
+
+@dataclass(slots=True)
+class Result:
+    target: str
+    route: str
+    method: str
+    url: str
+    server_address: str
+    server_port: int
+    outcome: str = "skipped"
+    reason: str | None = None  # why dropped / skipped
+    primary_status: int | None = None
+    candidate_status: int | None = None
+    primary_ms: float | None = None
+    candidate_ms: float | None = None
+    diff_count: int | None = None
+    diff_paths: list[str] = field(default_factory=list)
+    values: list[tuple[str, AttrValue | None, AttrValue | None]] = field(default_factory=list)
+    correlation_id: str | None = None
+    error_type: str | None = None
+    candidate_truncated: bool = False

@@ -1,0 +1,256 @@
+"""WSGI adapter: tees ``wsgi.input`` and the response iterable, nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any
+
+from ._config import ShadowConfig
+from ._engine import Exchange, Shadow, engine_for, quote_path
+
+__all__ = ["ShadowWSGIMiddleware"]
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class ShadowWSGIMiddleware:
+    """Copies requests on configured routes to shadow targets; the app's responses are untouched.
+
+    Parameters:
+        app: the WSGI application to wrap (for Flask: ``app.wsgi_app``).
+        shadow: a :class:`Shadow` engine to use (it stays its owner's to close).
+        config: a :class:`ShadowConfig`; the middleware then builds and owns its engine.
+            Give exactly one of ``shadow`` and ``config``.
+        tracer_provider: OpenTelemetry ``TracerProvider`` for an engine built from ``config``.
+        meter_provider: OpenTelemetry ``MeterProvider`` for an engine built from ``config``.
+
+    ``wsgi.input`` is wrapped, not read ahead: the copy is taken as the app reads,
+    and the shadow calls start when the app has read the last byte. Chunked input
+    (``wsgi.input_terminated``) is supported. The response iterable's ``close()`` is
+    always called.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        shadow: Shadow | None = None,
+        config: ShadowConfig | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+    ) -> None:
+        self.app = app
+        self.shadow, self._owns_engine = engine_for(shadow, config, tracer_provider, meter_provider)
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        shadow = self.shadow
+        method = environ.get("REQUEST_METHOD", "GET")
+        path_info = environ.get("PATH_INFO", "")
+        if not path_info.isascii():
+            # PEP 3333: PATH_INFO is the raw bytes decoded as latin-1; routes are text.
+            path_info = path_info.encode("latin-1", "replace").decode("utf-8", "replace")
+        route = shadow.match(method, path_info)
+        if route is None:
+            return self.app(environ, start_response)
+        exchange, length = _begin(shadow, route, environ)
+        if exchange is None:
+            return self.app(environ, start_response)
+        return _run(self.app, exchange, length, environ, start_response)
+
+
+def _begin(shadow: Shadow, route: str, environ: dict[str, Any]) -> tuple[Exchange | None, int | None]:
+    try:
+        headers = []
+        for key, value in environ.items():
+            if key.startswith("HTTP_"):
+                headers.append((key[5:].replace("_", "-").lower(), value))
+        content_type = environ.get("CONTENT_TYPE")
+        if content_type:
+            headers.append(("content-type", content_type))
+        raw_length = environ.get("CONTENT_LENGTH")
+        length = int(raw_length) if raw_length and raw_length.isdigit() else None
+        if length is not None:
+            headers.append(("content-length", raw_length))
+        raw = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1", "replace")
+        path = quote_path(raw.decode("utf-8", "replace"))
+        exchange = shadow.begin(
+            route,
+            environ.get("REQUEST_METHOD", "GET"),
+            path,
+            environ.get("QUERY_STRING", ""),
+            headers,
+            length,
+        )
+        return exchange, length
+    except Exception as exc:  # malformed environ: pass the request through untouched
+        shadow._internal_error(exc)
+        return None, None
+
+
+def _run(
+    app: WSGIApp,
+    exchange: Exchange,
+    length: int | None,
+    environ: dict[str, Any],
+    start_response: StartResponse,
+) -> Iterable[bytes]:
+    stream = environ.get("wsgi.input")
+    if stream is None or length == 0 or (length is None and not environ.get("wsgi.input_terminated")):
+        # No body to read (PEP 3333: without CONTENT_LENGTH the app must not read).
+        exchange.body_complete()
+    else:
+        environ["wsgi.input"] = _TeeInput(stream, exchange, length)
+
+    def start_response_tee(
+        status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    ) -> Any:
+        encoding = ""
+        for name, value in headers:
+            if name.lower() == "content-encoding":
+                encoding = value
+        exchange.response_start(_status_code(status), encoding)
+        write = start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        def write_tee(data: bytes) -> object:
+            exchange.response_body(data)
+            return write(data)
+
+        return write_tee
+
+    try:
+        iterable = app(environ, start_response_tee)
+    except BaseException:
+        exchange.finish("primary_exception")
+        raise
+    return _TeeIterable(iterable, exchange)
+
+
+def _status_code(status: str) -> int:
+    head = status[:3]
+    return int(head) if head.isdigit() else 0
+
+
+class _TeeInput:
+    """``wsgi.input`` as the app sees it: the same bytes, copied (capped) on the way."""
+
+    __slots__ = ("_done", "_exchange", "_length", "_seen", "_stream")
+
+    def __init__(self, stream: Any, exchange: Exchange, length: int | None) -> None:
+        self._stream = stream
+        self._exchange = exchange
+        self._length = length  # None: chunked, read until EOF
+        self._seen = 0
+        self._done = False
+
+    def _took(self, data: bytes | memoryview, asked: int | None) -> None:
+        if self._done:
+            return
+        exchange = self._exchange
+        if data:
+            exchange.feed(data)
+            self._seen += len(data)
+            if self._length is not None and self._seen >= self._length:
+                self._done = True
+                exchange.body_complete()
+        elif asked is None or asked != 0:
+            # EOF. With a known length this is a client that went away mid-body: the
+            # exchange stays incomplete and ends as skipped.
+            self._done = True
+            if self._length is None:
+                exchange.body_complete()
+
+    def read(self, size: int | None = -1) -> bytes:
+        data: bytes = self._stream.read() if size is None else self._stream.read(size)
+        self._took(data, size)
+        return data
+
+    def read1(self, size: int = -1) -> bytes:
+        data: bytes = self._stream.read1(size) if hasattr(self._stream, "read1") else self._stream.read(size)
+        self._took(data, size)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        # werkzeug's LimitedStream prefers readinto when the stream has it.
+        if hasattr(self._stream, "readinto"):
+            count: int = self._stream.readinto(buffer) or 0
+            self._took(memoryview(buffer)[:count], len(buffer))
+            return count
+        data: bytes = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        self._took(data, len(buffer))
+        return len(data)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        data: bytes = self._stream.readline() if size is None else self._stream.readline(size)
+        self._took(data, size)
+        return data
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines: list[bytes] = self._stream.readlines(hint)
+        for line in lines:
+            self._took(line, -1)
+        if hint is None or hint <= 0:
+            self._took(b"", -1)
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _TeeIterable:
+    """The app's response iterable, copied (capped) as the server sends it."""
+
+    __slots__ = ("_done", "_exchange", "_failed", "_iterable", "_iterator")
+
+    def __init__(self, iterable: Iterable[bytes], exchange: Exchange) -> None:
+        self._iterable = iterable
+        self._exchange = exchange
+        self._iterator: Iterator[bytes] | None = None
+        self._failed = False
+        self._done = False
+
+    def __iter__(self) -> _TeeIterable:
+        try:
+            self._iterator = iter(self._iterable)
+        except BaseException:
+            self._failed = True
+            raise
+        return self
+
+    def __next__(self) -> bytes:
+        if self._iterator is None:
+            self._iterator = iter(self._iterable)
+        try:
+            chunk = next(self._iterator)
+        except StopIteration:
+            self._done = True
+            self._exchange.response_complete()
+            raise
+        except BaseException:
+            self._failed = True
+            raise
+        self._exchange.response_body(chunk)
+        return chunk
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._iterable, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if self._failed:
+                self._exchange.finish("primary_exception")
+            elif not self._done:
+                self._exchange.finish("client_disconnect")
+            else:
+                self._exchange.finish()
