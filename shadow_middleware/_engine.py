@@ -58,14 +58,21 @@ _MASK64 = 0xFFFFFFFFFFFFFFFF
 
 
 def sample_point(key: str) -> float:
-    """Map a key to [0, 1) with 64-bit FNV-1a, the hash GoReplay's limiter uses.
+    """Map a key to [0, 1): 64-bit FNV-1a (GoReplay's limiter hash), then murmur3's
+    64-bit finalizer so that keys differing only in their last characters (``cust-1``,
+    ``cust-2``) spread over the whole range.
 
     Deterministic across processes and restarts (unlike ``hash()``), so the same
-    customer stays in or out of the sample everywhere.
+    customer stays in or out of the sample everywhere; raising a rate only adds keys.
     """
     h = _FNV_OFFSET
     for byte in key.encode("utf-8", "surrogatepass"):
         h = ((h ^ byte) * _FNV_PRIME) & _MASK64
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & _MASK64
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & _MASK64
+    h ^= h >> 33
     return h / 18446744073709551616.0
 
 
