@@ -145,14 +145,16 @@ class _TeeInput:
         self._seen = 0
         self._done = False
 
-    def _took(self, data: bytes | memoryview, asked: int | None) -> None:
+    def _took(self, data: bytes | memoryview, asked: int | None, to_eof: bool = False) -> None:
+        # ``to_eof``: the call reads until end of input (read() / read(-1)), so the
+        # body is complete after it even though no empty read will follow.
         if self._done:
             return
         exchange = self._exchange
         if data:
             exchange.feed(data)
             self._seen += len(data)
-            if self._length is not None and self._seen >= self._length:
+            if (self._length is not None and self._seen >= self._length) or (to_eof and self._length is None):
                 self._done = True
                 exchange.body_complete()
         elif asked is None or asked != 0:
@@ -164,7 +166,7 @@ class _TeeInput:
 
     def read(self, size: int | None = -1) -> bytes:
         data: bytes = self._stream.read() if size is None else self._stream.read(size)
-        self._took(data, size)
+        self._took(data, size, size is None or size < 0)
         return data
 
     def read1(self, size: int = -1) -> bytes:
@@ -193,7 +195,7 @@ class _TeeInput:
         for line in lines:
             self._took(line, -1)
         if hint is None or hint <= 0:
-            self._took(b"", -1)
+            self._took(b"", -1, True)
         return lines
 
     def __iter__(self) -> Iterator[bytes]:

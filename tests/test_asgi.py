@@ -51,7 +51,9 @@ def one_span(mw: ShadowASGIMiddleware, telemetry: Telemetry) -> dict[str, Any]:
     return attrs(spans[0])
 
 
-def test_match_span_carries_the_contract_attributes(shadow_server: ShadowServer, telemetry: Telemetry) -> None:
+def test_match_span_carries_the_contract_attributes(
+    shadow_server: ShadowServer, telemetry: Telemetry
+) -> None:
     shadow_server.reply = lambda req: json_reply({"prediction": 0.505, "decision": True})
     app = json_app({"prediction": 0.5, "decision": True})
     mw = make(
@@ -103,9 +105,27 @@ def test_match_span_carries_the_contract_attributes(shadow_server: ShadowServer,
 @pytest.mark.parametrize(
     ("primary", "candidate", "compare", "outcome", "paths"),
     [
-        ({"prediction": 0.5}, {"prediction": 0.6}, Compare(fields=["/prediction"], abs_tol=0.01), "mismatch", ["/prediction"]),
-        ({"prediction": 0.55}, {"prediction": 0.9}, Compare(fields=["/prediction"], threshold=0.5), "match", []),
-        ({"prediction": 0.45}, {"prediction": 0.9}, Compare(fields=["/prediction"], threshold=0.5), "mismatch", ["/prediction"]),
+        (
+            {"prediction": 0.5},
+            {"prediction": 0.6},
+            Compare(fields=["/prediction"], abs_tol=0.01),
+            "mismatch",
+            ["/prediction"],
+        ),
+        (
+            {"prediction": 0.55},
+            {"prediction": 0.9},
+            Compare(fields=["/prediction"], threshold=0.5),
+            "match",
+            [],
+        ),
+        (
+            {"prediction": 0.45},
+            {"prediction": 0.9},
+            Compare(fields=["/prediction"], threshold=0.5),
+            "mismatch",
+            ["/prediction"],
+        ),
         ({"p": 1.0, "ts": 1}, {"p": 1.0, "ts": 2}, Compare(ignore=["/ts"]), "match", []),
         ({"p": 1.0, "ts": 1}, {"p": 1.0, "ts": 2}, Compare(), "mismatch", ["/ts"]),
         ({"score": 0.7}, {"out": {"score": 0.7}}, Compare(fields={"/score": "/out/score"}), "match", []),
@@ -231,7 +251,9 @@ def test_credentials_forwarded_when_opted_in(shadow_server: ShadowServer, teleme
     assert got.headers["cookie"] == "a=b"
 
 
-def test_parent_extracted_from_incoming_traceparent(shadow_server: ShadowServer, telemetry: Telemetry) -> None:
+def test_parent_extracted_from_incoming_traceparent(
+    shadow_server: ShadowServer, telemetry: Telemetry
+) -> None:
     mw = make(json_app(), shadow_server, telemetry)
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     headers = [("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01")]
@@ -342,7 +364,9 @@ def test_disconnect_mid_body_reaches_the_app(shadow_server: ShadowServer, teleme
     assert shadow_server.received == []
 
 
-def test_disconnect_after_body_reaches_a_watching_app(shadow_server: ShadowServer, telemetry: Telemetry) -> None:
+def test_disconnect_after_body_reaches_a_watching_app(
+    shadow_server: ShadowServer, telemetry: Telemetry
+) -> None:
     seen: list[str] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -392,7 +416,9 @@ def test_gzip_bomb_is_capped(shadow_server: ShadowServer, telemetry: Telemetry) 
     assert a["shadow.outcome"] == "mismatch"
 
 
-def test_huge_candidate_body_is_read_only_up_to_the_cap(shadow_server: ShadowServer, telemetry: Telemetry) -> None:
+def test_huge_candidate_body_is_read_only_up_to_the_cap(
+    shadow_server: ShadowServer, telemetry: Telemetry
+) -> None:
     shadow_server.reply = lambda req: (200, [], b"x" * 5_000_000)
     mw = make(json_app(), shadow_server, telemetry, max_response_bytes=10_000)
     run(drive(mw, http_scope(), [BODY]))
@@ -425,7 +451,9 @@ def test_sample_rate_zero_is_not_eligible(shadow_server: ShadowServer, telemetry
     assert sum(mw.shadow.stats().values()) == 0 and telemetry.spans() == []
 
 
-def test_sample_key_gives_the_same_decision_per_key(shadow_server: ShadowServer, telemetry: Telemetry) -> None:
+def test_sample_key_gives_the_same_decision_per_key(
+    shadow_server: ShadowServer, telemetry: Telemetry
+) -> None:
     mw = make(
         json_app(),
         shadow_server,
@@ -594,8 +622,6 @@ def test_internal_errors_are_contained(
     a = one_span(mw, telemetry)
     assert a["shadow.outcome"] == "skipped" and a["shadow.reason"] == "internal_error"
     assert mw.shadow.internal_errors == 1
-
-
 
 
 def test_no_current_span_leaks_into_the_app(shadow_server: ShadowServer, telemetry: Telemetry) -> None:

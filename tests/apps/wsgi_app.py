@@ -1,0 +1,31 @@
+"""Flask app under test (gunicorn). Env: SHADOW_URL, SPAN_FILE, NO_SHADOW=1 for the baseline."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask, Response, request
+
+from shadow_middleware import ShadowWSGIMiddleware
+
+from .spanfile import shadow_config, tracer_provider
+
+app = Flask(__name__)
+
+
+@app.post("/predict")
+def predict() -> dict[str, Any]:
+    body = request.get_data()
+    return {"prediction": round((len(body) % 100) / 100, 3), "size": len(body), "pid": 0}
+
+
+@app.get("/stream")
+def stream() -> Response:
+    return Response((f"part-{i}\n" for i in range(5)), mimetype="text/plain")
+
+
+if os.environ.get("NO_SHADOW") != "1":
+    app.wsgi_app = ShadowWSGIMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, config=shadow_config(), tracer_provider=tracer_provider()
+    )

@@ -1,0 +1,88 @@
+"""Pins the public API: names, and the constructor keywords the contract promises."""
+
+from __future__ import annotations
+
+import inspect
+
+import shadow_middleware
+
+
+def test_exported_members() -> None:
+    exported = {name for name in dir(shadow_middleware) if not name.startswith("_")}
+    assert set(shadow_middleware.__all__) - {"__version__"} == exported
+    assert sorted(shadow_middleware.__all__) == sorted(
+        [
+            "Compare",
+            "Shadow",
+            "ShadowASGIMiddleware",
+            "ShadowConfig",
+            "ShadowTarget",
+            "ShadowWSGIMiddleware",
+            "__version__",
+        ]
+    )
+    for name in exported:
+        assert getattr(shadow_middleware, name).__module__ == "shadow_middleware"
+
+
+def defaults(obj: object) -> dict[str, object]:
+    sig = inspect.signature(obj)  # type: ignore[arg-type]
+    return {
+        name: (p.default if p.default is not inspect.Parameter.empty else "<required>")
+        for name, p in sig.parameters.items()
+        if name != "self"
+    }
+
+
+def test_contract_signatures() -> None:
+    assert defaults(shadow_middleware.ShadowTarget) == {
+        "name": "<required>",
+        "url": None,
+        "base_url": None,
+        "sample_rate": 1.0,
+        "timeout": 5.0,
+        "max_concurrency": 32,
+        "headers": None,
+    }
+    config = defaults(shadow_middleware.ShadowConfig)
+    assert list(config)[:11] == [
+        "targets",
+        "routes",
+        "compare",
+        "max_body_bytes",
+        "max_response_bytes",
+        "max_queue",
+        "drop_headers",
+        "sample_key",
+        "correlation_id",
+        "enabled",
+        "primary_timeout",
+    ]
+    assert config["routes"] == ("POST /predict",)
+    assert config["max_body_bytes"] == config["max_response_bytes"] == 1_048_576
+    assert config["max_queue"] == 1000
+    assert config["drop_headers"] == ("authorization", "cookie", "proxy-authorization", "x-api-key")
+    assert config["sample_key"] is None and config["correlation_id"] is None and config["enabled"] is True
+    assert defaults(shadow_middleware.Compare) == {
+        "fields": (),
+        "ignore": (),
+        "abs_tol": 0.0,
+        "rel_tol": 0.0,
+        "threshold": None,
+        "record_values": True,
+    }
+    assert defaults(shadow_middleware.Shadow) == {
+        "config": "<required>",
+        "tracer_provider": None,
+        "meter_provider": None,
+    }
+    for middleware in (shadow_middleware.ShadowASGIMiddleware, shadow_middleware.ShadowWSGIMiddleware):
+        assert defaults(middleware) == {
+            "app": "<required>",
+            "shadow": None,
+            "config": None,
+            "tracer_provider": None,
+            "meter_provider": None,
+        }
+    for method, params in {"flush": {"timeout": 5.0}, "close": {"timeout": 5.0}, "stats": {}}.items():
+        assert defaults(getattr(shadow_middleware.Shadow, method)) == params
