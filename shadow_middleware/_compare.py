@@ -40,10 +40,29 @@ def decode_body(body: bytes, encoding: str, cap: int) -> bytes:
         return body
     for wbits in attempts:
         try:
-            return zlib.decompressobj(wbits).decompress(body, cap)
+            return _inflate(body, wbits, cap)
         except zlib.error:
             continue
     return body
+
+
+def _inflate(body: bytes, wbits: int, cap: int) -> bytes:
+    out: list[bytes] = []
+    size = 0
+    data = body
+    while True:
+        d = zlib.decompressobj(wbits)
+        chunk = d.decompress(data, cap - size)
+        out.append(chunk)
+        size += len(chunk)
+        if size >= cap:
+            return b"".join(out)  # capped: the rest is never inflated
+        if not d.eof:
+            raise zlib.error("truncated stream")
+        data = d.unused_data
+        if wbits != 31 or not data:
+            return b"".join(out)
+        # gzip allows several members back to back (RFC 1952 §2.2).
 
 
 def escape_token(token: str) -> str:
@@ -117,7 +136,14 @@ class _Differ:
             return (a >= self.threshold) == (b >= self.threshold)
         if a == b:
             return True
-        return math.isclose(a, b, rel_tol=self.rel_tol, abs_tol=self.abs_tol)
+        if a != a and b != b:  # NaN on both sides (json.loads accepts NaN) is the same answer
+            return True
+        if not self.abs_tol and not self.rel_tol:
+            return False  # exact: also keeps 2**53 + 1 != 2**53, which floats would merge
+        try:
+            return math.isclose(a, b, rel_tol=self.rel_tol, abs_tol=self.abs_tol)
+        except OverflowError:  # integers beyond float range
+            return False
 
     def walk(self, a: Any, b: Any, path: tuple[str, ...], depth: int = 0) -> None:
         if self.ignore and path in self.ignore:

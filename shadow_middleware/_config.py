@@ -101,7 +101,7 @@ class Route:
 
 
 def _route(index: int, spec: Any) -> Route:
-    name = f"routes[{index}]"
+    name = f"ShadowConfig.routes[{index}]"
     if not isinstance(spec, str):
         raise _fail(name, f"must be a string like 'POST /predict', got {spec!r}")
     parts = spec.split()

@@ -1,0 +1,463 @@
+"""Validation and behaviour of ShadowTarget, ShadowConfig and Compare.
+
+Contract: invalid configuration raises ``ValueError`` at construction, and the message
+names the field it is about (``ShadowTarget.sample_rate``, ``ShadowConfig.max_queue`` ...).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import pytest
+
+from shadow_middleware import Compare, ShadowConfig, ShadowTarget
+from shadow_middleware._config import RouteTable
+
+URL = "http://model-v2.internal:8080/score"
+
+
+def target(name: str = "v2", **kwargs: Any) -> ShadowTarget:
+    if "url" not in kwargs and "base_url" not in kwargs:
+        kwargs["url"] = URL
+    return ShadowTarget(name, **kwargs)
+
+
+def config(**kwargs: Any) -> ShadowConfig:
+    kwargs.setdefault("targets", [target()])
+    return ShadowConfig(**kwargs)
+
+
+def raises_for(field: str) -> Any:
+    return pytest.raises(ValueError, match=re.escape(field))
+
+
+# ---- ShadowTarget ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        pytest.param({}, "ShadowTarget.url", id="neither-url-nor-base_url"),
+        pytest.param({"url": URL, "base_url": "http://h:1/"}, "ShadowTarget.url", id="both-url-and-base_url"),
+        pytest.param({"url": "ftp://h/x"}, "ShadowTarget.url", id="url-ftp-scheme"),
+        pytest.param({"base_url": "ftp://h/"}, "ShadowTarget.base_url", id="base_url-ftp-scheme"),
+        pytest.param({"url": "h.example/x"}, "ShadowTarget.url", id="url-no-scheme"),
+        pytest.param({"url": "http:///score"}, "ShadowTarget.url", id="url-missing-host"),
+        pytest.param({"url": "http://"}, "ShadowTarget.url", id="url-empty-authority"),
+        pytest.param({"base_url": "https:///api"}, "ShadowTarget.base_url", id="base_url-missing-host"),
+        pytest.param({"url": "http://user:pw@h/x"}, "ShadowTarget.url", id="url-credentials"),
+        pytest.param({"url": "http://user@h/x"}, "ShadowTarget.url", id="url-username-only"),
+        pytest.param({"base_url": "http://u:p@h/"}, "ShadowTarget.base_url", id="base_url-credentials"),
+        pytest.param({"url": "http://h/x?a=1"}, "ShadowTarget.url", id="url-with-query"),
+        pytest.param({"base_url": "http://h/?a=1"}, "ShadowTarget.base_url", id="base_url-with-query"),
+        pytest.param({"url": "http://h/x#frag"}, "ShadowTarget.url", id="url-with-fragment"),
+        pytest.param({"url": "http://h:notaport/x"}, "ShadowTarget.url", id="url-bad-port"),
+        pytest.param({"url": 42}, "ShadowTarget.url", id="url-not-a-string"),
+        pytest.param({"sample_rate": -0.01}, "ShadowTarget.sample_rate", id="sample_rate-negative"),
+        pytest.param({"sample_rate": 1.01}, "ShadowTarget.sample_rate", id="sample_rate-above-1"),
+        pytest.param({"sample_rate": math.nan}, "ShadowTarget.sample_rate", id="sample_rate-nan"),
+        pytest.param({"sample_rate": math.inf}, "ShadowTarget.sample_rate", id="sample_rate-inf"),
+        pytest.param({"sample_rate": True}, "ShadowTarget.sample_rate", id="sample_rate-bool-true"),
+        pytest.param({"sample_rate": False}, "ShadowTarget.sample_rate", id="sample_rate-bool-false"),
+        pytest.param({"sample_rate": "0.5"}, "ShadowTarget.sample_rate", id="sample_rate-string"),
+        pytest.param({"timeout": 0}, "ShadowTarget.timeout", id="timeout-zero"),
+        pytest.param({"timeout": 0.0}, "ShadowTarget.timeout", id="timeout-zero-float"),
+        pytest.param({"timeout": -1.5}, "ShadowTarget.timeout", id="timeout-negative"),
+        pytest.param({"timeout": math.nan}, "ShadowTarget.timeout", id="timeout-nan"),
+        pytest.param({"max_concurrency": 0}, "ShadowTarget.max_concurrency", id="max_concurrency-zero"),
+        pytest.param({"max_concurrency": -3}, "ShadowTarget.max_concurrency", id="max_concurrency-negative"),
+        pytest.param({"max_concurrency": 4.0}, "ShadowTarget.max_concurrency", id="max_concurrency-float"),
+        pytest.param({"max_concurrency": True}, "ShadowTarget.max_concurrency", id="max_concurrency-bool"),
+        pytest.param({"headers": {"x-token": "a\r\nb"}}, "ShadowTarget.headers", id="header-value-crlf"),
+        pytest.param({"headers": {"x-token": "a\nb"}}, "ShadowTarget.headers", id="header-value-lf"),
+        pytest.param({"headers": {"x-token": "a\rb"}}, "ShadowTarget.headers", id="header-value-cr"),
+        pytest.param({"headers": {"x-token": 5}}, "ShadowTarget.headers", id="header-value-not-str"),
+        pytest.param({"headers": {"bad name": "v"}}, "ShadowTarget.headers", id="header-name-space"),
+        pytest.param({"headers": {"x\r\ny": "v"}}, "ShadowTarget.headers", id="header-name-crlf"),
+    ],
+)
+def test_shadow_target_rejects(kwargs: dict[str, Any], field: str) -> None:
+    if "url" not in kwargs and "base_url" not in kwargs and field != "ShadowTarget.url":
+        kwargs = {"url": URL, **kwargs}
+    with raises_for(field):
+        ShadowTarget("v2", **kwargs)
+
+
+@pytest.mark.parametrize("name", ["", "   ", "has space", "a/b", 7, None])
+def test_shadow_target_rejects_bad_name(name: Any) -> None:
+    with raises_for("ShadowTarget.name"):
+        ShadowTarget(name, url=URL)
+
+
+def test_shadow_target_defaults() -> None:
+    t = ShadowTarget("v2", url=URL)
+    assert t.sample_rate == 1.0
+    assert t.timeout == 5.0
+    assert t.max_concurrency == 32
+    assert dict(t.headers) == {}
+    assert t.url == URL
+    assert t.base_url is None
+
+
+@pytest.mark.parametrize("rate", [0, 0.0, 0.25, 1, 1.0])
+def test_shadow_target_accepts_sample_rate_bounds(rate: float) -> None:
+    assert ShadowTarget("v2", url=URL, sample_rate=rate).sample_rate == rate
+
+
+def test_shadow_target_repr_hides_header_values() -> None:
+    secret = "s3cr3t-token-value"
+    other = "another-secret-0123"
+    t = ShadowTarget("v2", url=URL, headers={"authorization": f"Bearer {secret}", "x-api-key": other})
+    text = repr(t)
+    assert secret not in text
+    assert other not in text
+    # The names are still useful for debugging and are shown.
+    assert "authorization" in text
+    assert "x-api-key" in text
+    assert "v2" in text
+    # Headers are still sent: the values are kept on the object.
+    assert t.headers["authorization"] == f"Bearer {secret}"
+
+
+@pytest.mark.parametrize(
+    ("url", "path", "query", "expected"),
+    [
+        ("http://h:8080/score", "/predict", "a=1&b=2", "http://h:8080/score?a=1&b=2"),
+        ("http://h:8080/score", "/predict", "", "http://h:8080/score"),
+        ("https://h:8443/v2/score", "/other/path", "x=%20", "https://h:8443/v2/score?x=%20"),
+    ],
+)
+def test_url_for_url_mode_appends_only_the_query(url: str, path: str, query: str, expected: str) -> None:
+    assert ShadowTarget("v2", url=url).url_for(path, query) == expected
+
+
+@pytest.mark.parametrize(
+    ("base_url", "path", "query", "expected"),
+    [
+        ("http://h:8080", "/predict", "", "http://h:8080/predict"),
+        ("http://h:8080/", "/predict", "", "http://h:8080/predict"),
+        ("http://h:8080/api", "/predict", "a=1", "http://h:8080/api/predict?a=1"),
+        ("http://h:8080/api/", "/predict", "a=1", "http://h:8080/api/predict?a=1"),
+        ("https://h:8443/api/v2/", "/items/7", "q=x%2Fy", "https://h:8443/api/v2/items/7?q=x%2Fy"),
+    ],
+)
+def test_url_for_base_url_mode_appends_path_and_query(
+    base_url: str, path: str, query: str, expected: str
+) -> None:
+    got = ShadowTarget("v2", base_url=base_url).url_for(path, query)
+    assert got == expected
+    assert "//" not in got.split("://", 1)[1]
+
+
+# ---- Compare --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        pytest.param({"abs_tol": -0.1}, "Compare.abs_tol", id="abs_tol-negative"),
+        pytest.param({"abs_tol": math.nan}, "Compare.abs_tol", id="abs_tol-nan"),
+        pytest.param({"abs_tol": "0.1"}, "Compare.abs_tol", id="abs_tol-string"),
+        pytest.param({"rel_tol": math.nan}, "Compare.rel_tol", id="rel_tol-nan"),
+        pytest.param({"rel_tol": -1e-9}, "Compare.rel_tol", id="rel_tol-negative"),
+        pytest.param({"rel_tol": math.inf}, "Compare.rel_tol", id="rel_tol-inf"),
+        pytest.param({"threshold": "0.5"}, "Compare.threshold", id="threshold-string"),
+        pytest.param({"threshold": math.nan}, "Compare.threshold", id="threshold-nan"),
+        pytest.param({"threshold": True}, "Compare.threshold", id="threshold-bool"),
+        pytest.param({"record_values": 1}, "Compare.record_values", id="record_values-int"),
+        pytest.param({"record_values": "yes"}, "Compare.record_values", id="record_values-string"),
+        pytest.param({"record_values": None}, "Compare.record_values", id="record_values-none"),
+        pytest.param({"fields": "/score"}, "Compare.fields", id="fields-plain-string"),
+        pytest.param({"fields": ["score"]}, "Compare.fields", id="fields-pointer-no-slash"),
+        pytest.param({"fields": ["/a~2"]}, "Compare.fields", id="fields-bad-escape"),
+        pytest.param({"fields": ["/a~"]}, "Compare.fields", id="fields-trailing-tilde"),
+        pytest.param({"fields": [3]}, "Compare.fields", id="fields-non-string-item"),
+        pytest.param({"fields": {"/a": "b"}}, "Compare.fields", id="fields-mapping-bad-candidate"),
+        pytest.param({"fields": {"a": "/b"}}, "Compare.fields", id="fields-mapping-bad-primary"),
+        pytest.param({"ignore": ["abc"]}, "Compare.ignore", id="ignore-no-slash"),
+        pytest.param({"ignore": ["/a~2"]}, "Compare.ignore", id="ignore-bad-escape"),
+        pytest.param({"ignore": "/id"}, "Compare.ignore", id="ignore-plain-string"),
+    ],
+)
+def test_compare_rejects(kwargs: dict[str, Any], field: str) -> None:
+    with raises_for(field):
+        Compare(**kwargs)
+
+
+def test_compare_defaults() -> None:
+    c = Compare()
+    assert c.fields == ()
+    assert c.ignore == ()
+    assert c.abs_tol == 0.0
+    assert c.rel_tol == 0.0
+    assert c.threshold is None
+    assert c.record_values is True
+
+
+def test_compare_fields_list_and_mapping() -> None:
+    assert Compare(fields=["/a", "/b/c"]).fields == (("/a", "/a"), ("/b/c", "/b/c"))
+    assert Compare(fields={"/score": "/out/score"}).fields == (("/score", "/out/score"),)
+
+
+@pytest.mark.parametrize("threshold", [0, 0.5, -2, 10])
+def test_compare_accepts_numeric_threshold(threshold: float) -> None:
+    assert Compare(threshold=threshold).threshold == threshold
+
+
+# ---- ShadowConfig ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        pytest.param({"targets": []}, "ShadowConfig.targets", id="targets-empty"),
+        pytest.param({"targets": ()}, "ShadowConfig.targets", id="targets-empty-tuple"),
+        pytest.param({"targets": target()}, "ShadowConfig.targets", id="targets-single-not-list"),
+        pytest.param({"targets": "v2"}, "ShadowConfig.targets", id="targets-string"),
+        pytest.param({"targets": 3}, "ShadowConfig.targets", id="targets-int"),
+        pytest.param({"targets": None}, "ShadowConfig.targets", id="targets-none"),
+        pytest.param({"targets": [target(), "v3"]}, "ShadowConfig.targets", id="targets-item-not-target"),
+        pytest.param(
+            {"targets": [target("v2"), target("v2", url="http://other:1/x")]},
+            "ShadowConfig.targets",
+            id="targets-duplicate-name",
+        ),
+        pytest.param({"routes": 3}, "ShadowConfig.routes", id="routes-int"),
+        pytest.param({"routes": "POST /predict"}, "ShadowConfig.routes", id="routes-plain-string"),
+        pytest.param({"routes": [3]}, "ShadowConfig.routes", id="routes-item-int"),
+        pytest.param({"compare": {"fields": ["/a"]}}, "ShadowConfig.compare", id="compare-dict"),
+        pytest.param({"compare": "whole"}, "ShadowConfig.compare", id="compare-string"),
+        pytest.param({"max_body_bytes": -1}, "ShadowConfig.max_body_bytes", id="max_body_bytes-negative"),
+        pytest.param({"max_body_bytes": 1.5}, "ShadowConfig.max_body_bytes", id="max_body_bytes-float"),
+        pytest.param(
+            {"max_response_bytes": 0}, "ShadowConfig.max_response_bytes", id="max_response_bytes-zero"
+        ),
+        pytest.param(
+            {"max_response_bytes": -5}, "ShadowConfig.max_response_bytes", id="max_response_bytes-negative"
+        ),
+        pytest.param({"max_queue": -1}, "ShadowConfig.max_queue", id="max_queue-negative"),
+        pytest.param({"max_queue": True}, "ShadowConfig.max_queue", id="max_queue-bool"),
+        pytest.param({"drop_headers": "authorization"}, "ShadowConfig.drop_headers", id="drop_headers-str"),
+        pytest.param({"drop_headers": ["cookie", 1]}, "ShadowConfig.drop_headers", id="drop_headers-item"),
+        pytest.param({"drop_headers": 5}, "ShadowConfig.drop_headers", id="drop_headers-int"),
+        pytest.param({"sample_key": "x-user-id"}, "ShadowConfig.sample_key", id="sample_key-no-kind"),
+        pytest.param({"sample_key": "cookie:uid"}, "ShadowConfig.sample_key", id="sample_key-unknown-kind"),
+        pytest.param({"sample_key": "header:"}, "ShadowConfig.sample_key", id="sample_key-empty-header"),
+        pytest.param({"sample_key": "header:x y"}, "ShadowConfig.sample_key", id="sample_key-bad-header"),
+        pytest.param({"sample_key": "json:abc"}, "ShadowConfig.sample_key", id="sample_key-bad-pointer"),
+        pytest.param({"sample_key": "json:/a~2"}, "ShadowConfig.sample_key", id="sample_key-bad-escape"),
+        pytest.param({"sample_key": 7}, "ShadowConfig.sample_key", id="sample_key-int"),
+        pytest.param({"correlation_id": "x-request-id"}, "ShadowConfig.correlation_id", id="corr-no-kind"),
+        pytest.param({"correlation_id": "query:id"}, "ShadowConfig.correlation_id", id="corr-unknown-kind"),
+        pytest.param({"correlation_id": "json:abc"}, "ShadowConfig.correlation_id", id="corr-bad-pointer"),
+        pytest.param({"correlation_id": "json:/a~2"}, "ShadowConfig.correlation_id", id="corr-bad-escape"),
+        pytest.param({"correlation_id": "header:"}, "ShadowConfig.correlation_id", id="corr-empty-header"),
+        pytest.param({"enabled": 1}, "ShadowConfig.enabled", id="enabled-int"),
+        pytest.param({"enabled": "false"}, "ShadowConfig.enabled", id="enabled-string"),
+        pytest.param({"enabled": None}, "ShadowConfig.enabled", id="enabled-none"),
+        pytest.param({"primary_timeout": 0}, "ShadowConfig.primary_timeout", id="primary_timeout-zero"),
+        pytest.param({"drain_timeout": -1}, "ShadowConfig.drain_timeout", id="drain_timeout-negative"),
+    ],
+)
+def test_shadow_config_rejects(kwargs: dict[str, Any], field: str) -> None:
+    with raises_for(field):
+        config(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        pytest.param("POST", id="method-only"),
+        pytest.param("POST predict", id="path-without-slash"),
+        pytest.param("GET /a/{b", id="unclosed-param"),
+        pytest.param("GET /a/x{b}", id="param-not-whole-segment"),
+        pytest.param("POST /predict extra", id="three-parts"),
+        pytest.param("PO ST /predict", id="space-in-method"),
+        pytest.param("G(ET /predict", id="non-token-method"),
+    ],
+)
+def test_shadow_config_rejects_malformed_route_strings(route: str) -> None:
+    # Always a ValueError naming the route ...
+    with pytest.raises(ValueError, match=r"routes"):
+        config(routes=["POST /ok", route])
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        pytest.param("POST", id="method-only"),
+        pytest.param("POST predict", id="path-without-slash"),
+        pytest.param("GET /a/{b", id="unclosed-param"),
+    ],
+)
+def test_shadow_config_malformed_route_message_names_shadowconfig_routes(route: str) -> None:
+    # ... but the contract is that the message names the field as "ShadowConfig.routes".
+    with raises_for("ShadowConfig.routes"):
+        config(routes=[route])
+
+
+def test_shadow_config_defaults() -> None:
+    t = target()
+    cfg = ShadowConfig(targets=[t])
+    assert cfg.targets == (t,)
+    assert cfg.routes == ("POST /predict",)
+    assert cfg.max_body_bytes == 1_048_576
+    assert cfg.max_response_bytes == 1_048_576
+    assert cfg.max_queue == 1000
+    assert cfg.drop_headers == frozenset({"authorization", "cookie", "proxy-authorization", "x-api-key"})
+    assert isinstance(cfg.drop_headers, frozenset)
+    assert cfg.enabled is True
+    assert cfg.sample_key is None
+    assert cfg.correlation_id is None
+    assert isinstance(cfg.compare, Compare)
+    assert cfg.compare.fields == ()
+
+
+@pytest.mark.parametrize("targets", [[target()], (target(),), (t for t in [target()])])
+def test_shadow_config_accepts_any_sequence_of_targets(targets: Any) -> None:
+    assert [t.name for t in config(targets=targets).targets] == ["v2"]
+
+
+def test_shadow_config_accepts_several_distinct_targets() -> None:
+    a, b = target("v2"), target("v3", url="http://other:9000/x")
+    assert config(targets=[a, b]).targets == (a, b)
+
+
+@pytest.mark.parametrize(("max_queue", "max_body"), [(0, 0), (1, 1), (10_000, 50_000_000)])
+def test_shadow_config_accepts_integer_bounds(max_queue: int, max_body: int) -> None:
+    cfg = config(max_queue=max_queue, max_body_bytes=max_body, max_response_bytes=1)
+    assert (cfg.max_queue, cfg.max_body_bytes, cfg.max_response_bytes) == (max_queue, max_body, 1)
+
+
+def test_drop_headers_are_lowercased() -> None:
+    given = ["Authorization", "X-Internal-Token", "COOKIE"]
+    cfg = config(drop_headers=given)
+    assert cfg.drop_headers == frozenset(h.lower() for h in given)
+    assert isinstance(cfg.drop_headers, frozenset)
+
+
+def test_drop_headers_may_be_empty() -> None:
+    assert config(drop_headers=[]).drop_headers == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("spec", "kind", "name"),
+    [
+        ("header:X-User-Id", "header", "x-user-id"),
+        ("json:/user/id", "json", "/user/id"),
+        ("json:/a~1b/c~0d", "json", "/a~1b/c~0d"),
+    ],
+)
+def test_sample_key_and_correlation_id_sources(spec: str, kind: str, name: str) -> None:
+    cfg = config(sample_key=spec, correlation_id=spec)
+    for source in (cfg.sample_source, cfg.correlation_source):
+        assert source is not None
+        assert source.kind == kind
+        assert source.name == name
+    assert cfg.sample_key == spec
+    assert cfg.correlation_id == spec
+
+
+def test_json_source_tokens_are_unescaped() -> None:
+    cfg = config(sample_key="json:/a~1b/c~0d/0")
+    assert cfg.sample_source is not None
+    assert cfg.sample_source.tokens == ("a/b", "c~d", "0")
+
+
+def test_enabled_false_is_accepted() -> None:
+    assert config(enabled=False).enabled is False
+
+
+def test_config_is_immutable() -> None:
+    cfg = config()
+    with pytest.raises(AttributeError):
+        cfg.max_queue = 5  # type: ignore[misc]
+    t = target()
+    with pytest.raises(AttributeError):
+        t.sample_rate = 0.5  # type: ignore[misc]
+
+
+# ---- route matching -------------------------------------------------------------------
+
+
+def table(*routes: str) -> RouteTable:
+    return RouteTable(config(routes=list(routes)).compiled_routes)
+
+
+def test_default_route_matches_post_predict_only() -> None:
+    t = RouteTable(config().compiled_routes)
+    assert t.match("POST", "/predict") == "POST /predict"
+    assert t.match("GET", "/predict") is None
+    assert t.match("POST", "/predict/x") is None
+    assert t.match("POST", "/predic") is None
+
+
+@pytest.mark.parametrize(
+    ("path", "matches"),
+    [
+        ("/models/churn/predict", True),
+        ("/models/a-b.c~d/predict", True),
+        ("/models//predict", False),  # empty segment
+        ("/models/predict", False),  # missing segment
+        ("/models/a/b/predict", False),  # two segments
+        ("/models/churn/predict/", False),
+        ("/models/churn/score", False),
+    ],
+)
+def test_param_matches_exactly_one_non_empty_segment(path: str, matches: bool) -> None:
+    pattern = "POST /models/{model}/predict"
+    assert table(pattern).match("POST", path) == (pattern if matches else None)
+
+
+def test_param_can_be_last_segment() -> None:
+    pattern = "GET /items/{id}"
+    t = table(pattern)
+    assert t.match("GET", "/items/42") == pattern
+    assert t.match("GET", "/items/") is None
+    assert t.match("GET", "/items") is None
+    assert t.match("GET", "/items/42/x") is None
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_star_method_matches_any_method(method: str) -> None:
+    t = table("* /predict", "* /users/{id}")
+    assert t.match(method, "/predict") == "* /predict"
+    assert t.match(method, "/users/9") == "* /users/{id}"
+    assert t.match(method, "/other") is None
+
+
+@pytest.mark.parametrize("spec", ["post /predict", "Post /predict", "POST /predict"])
+def test_route_methods_are_normalised_to_upper_case(spec: str) -> None:
+    cfg = config(routes=[spec])
+    path = spec.split()[1]
+    assert cfg.routes == (f"POST {path}",)
+    assert [r.method for r in cfg.compiled_routes] == ["POST"]
+    assert RouteTable(cfg.compiled_routes).match("POST", path) == f"POST {path}"
+
+
+def test_method_must_match_for_non_star_routes() -> None:
+    t = table("POST /predict", "PUT /items/{id}")
+    assert t.match("GET", "/predict") is None
+    assert t.match("POST", "/items/1") is None
+    assert t.match("PUT", "/items/1") == "PUT /items/{id}"
+
+
+def test_first_matching_route_wins() -> None:
+    t = table("POST /a/{x}", "POST /a/{y}", "* /a/{z}")
+    assert t.match("POST", "/a/1") == "POST /a/{x}"
+    assert t.match("GET", "/a/1") == "* /a/{z}"
+
+
+def test_static_and_dynamic_routes_coexist() -> None:
+    t = table("GET /users/me", "GET /users/{id}", "POST /users/me")
+    assert t.match("GET", "/users/me") == "GET /users/me"
+    assert t.match("POST", "/users/me") == "POST /users/me"
+    assert t.match("GET", "/users/7") == "GET /users/{id}"
+    assert t.match("DELETE", "/users/me") is None
+
+
+def test_static_route_with_wrong_method_falls_back_to_dynamic() -> None:
+    t = table("POST /users/me", "GET /users/{id}")
+    assert t.match("GET", "/users/me") == "GET /users/{id}"
