@@ -4,19 +4,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo clean
+.PHONY: test demo demo-flask clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check shadow_middleware tests
-	$(BIN)/ruff format --check shadow_middleware tests
+	$(BIN)/ruff check shadow_middleware tests examples
+	$(BIN)/ruff format --check shadow_middleware tests examples
 	$(BIN)/mypy --strict shadow_middleware
 	$(BIN)/pytest -q
+
+demo: $(STAMP)
+	$(BIN)/python -m examples.demo --example fastapi
+
+demo-flask: $(STAMP)
+	$(BIN)/python -m examples.demo --example flask
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

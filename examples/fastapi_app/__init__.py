@@ -1,0 +1,1 @@
+"""FastAPI churn service with shadow mode (uvicorn)."""

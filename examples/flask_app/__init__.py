@@ -1,0 +1,1 @@
+"""Flask churn service with shadow mode (gunicorn, 2 workers, --preload)."""

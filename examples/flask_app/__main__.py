@@ -1,0 +1,5 @@
+import sys
+
+from examples.serve import serve
+
+sys.exit(serve("flask"))
