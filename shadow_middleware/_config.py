@@ -329,6 +329,11 @@ class ShadowConfig:
             response to complete before it gives up (``skipped``).
         drain_timeout: seconds :meth:`Shadow.close` waits for in-flight shadows at
             shutdown before cancelling them (counted as ``dropped``).
+        circuit_failures: after this many consecutive failures (no answer, timeout or
+            5xx) a target is paused: its jobs are ``dropped`` (``circuit_open``) without
+            being attempted. ``0`` disables the breaker.
+        circuit_cooldown: seconds a paused target rests before one probe request is let
+            through; a failed probe doubles the pause (at most 60 s), a success closes it.
     """
 
     targets: tuple[ShadowTarget, ...]
@@ -343,6 +348,8 @@ class ShadowConfig:
     enabled: bool
     primary_timeout: float
     drain_timeout: float
+    circuit_failures: int
+    circuit_cooldown: float
     compiled_routes: tuple[Route, ...]
     sample_source: Source | None
     correlation_source: Source | None
@@ -361,6 +368,8 @@ class ShadowConfig:
         enabled: bool = True,
         primary_timeout: float = 60.0,
         drain_timeout: float = 5.0,
+        circuit_failures: int = 5,
+        circuit_cooldown: float = 5.0,
     ) -> None:
         if isinstance(targets, ShadowTarget | str | bytes) or not isinstance(targets, Iterable):
             raise _fail("ShadowConfig.targets", "must be a list of ShadowTarget")
@@ -407,6 +416,16 @@ class ShadowConfig:
             self,
             "drain_timeout",
             _number("ShadowConfig.drain_timeout", drain_timeout, minimum=0.0),
+        )
+        set_(
+            self,
+            "circuit_failures",
+            _integer("ShadowConfig.circuit_failures", circuit_failures, minimum=0),
+        )
+        set_(
+            self,
+            "circuit_cooldown",
+            _number("ShadowConfig.circuit_cooldown", circuit_cooldown, minimum=0.0, inclusive=False),
         )
         set_(self, "compiled_routes", compiled)
         set_(self, "sample_source", _source("ShadowConfig.sample_key", sample_key))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -50,6 +51,7 @@ class Job:
         "headers",
         "method",
         "primary",
+        "probe",
         "seq",
         "span",
         "start_ns",
@@ -82,18 +84,24 @@ class Job:
         self.primary: Primary | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.finished = False
+        self.probe = False  # the one job let through a half-open circuit
 
 
 class TargetState:
     """Per-process runtime state of one target."""
 
-    __slots__ = ("active", "rate", "target", "waiting")
+    __slots__ = ("active", "cooldown", "failures", "open_until", "probing", "rate", "target", "waiting")
 
     def __init__(self, target: ShadowTarget) -> None:
         self.target = target
         self.rate = target.sample_rate
         self.active = 0  # jobs started (or about to be) and not yet released
         self.waiting: deque[Job] = deque()
+        # Circuit breaker: consecutive failures; while open, jobs are not attempted.
+        self.failures = 0
+        self.open_until = 0.0  # time.monotonic(); 0.0 = closed
+        self.probing = False
+        self.cooldown = 0.0
 
 
 Hook = Callable[[Job], None]
@@ -108,6 +116,8 @@ class Dispatcher:
         max_queue: int,
         max_response_bytes: int,
         primary_timeout: float,
+        circuit_failures: int,
+        circuit_cooldown: float,
         on_start: Hook,
         on_done: Hook,
         on_error: Callable[[BaseException], None],
@@ -116,6 +126,8 @@ class Dispatcher:
         self._states = states
         self._max_queue = max_queue
         self._primary_timeout = primary_timeout
+        self._circuit_failures = circuit_failures
+        self._circuit_cooldown = circuit_cooldown
         self._on_start = on_start  # builds the span and final headers, on the loop
         self._on_done = on_done  # compares and emits, on the loop, once both answers are in
         self._on_error = on_error
@@ -139,6 +151,11 @@ class Dispatcher:
         with self._lock:
             if self._closed:
                 return "shutdown"
+            if state.open_until:
+                if state.probing or time.monotonic() < state.open_until:
+                    return "circuit_open"
+                state.probing = True  # half-open: this job probes whether the target is back
+                job.probe = True
             if state.active < state.target.max_concurrency:
                 state.active += 1
                 self._push_locked(_START, job, None)
@@ -146,6 +163,8 @@ class Dispatcher:
                 state.waiting.append(job)
                 self._waiting += 1
             else:
+                if job.probe:
+                    state.probing = False
                 return "queue_full"
             self._open.add(job)
         return None
@@ -170,6 +189,7 @@ class Dispatcher:
     # ---- the loop thread ---------------------------------------------------------
 
     def _run(self) -> None:
+        _name_native_thread(b"shadow-dispatch")
         asyncio.set_event_loop(self._loop)
         try:
             self._loop.run_forever()
@@ -217,6 +237,7 @@ class Dispatcher:
         finally:
             job.candidate_ms = (time.perf_counter() - started) * 1000.0
             self._release(job.state)
+            self._record_health(job)
         if job.primary is not None:
             self._complete(job)
         else:
@@ -231,6 +252,34 @@ class Dispatcher:
                 state.active -= 1
                 return
         self._start(nxt)
+
+    def _record_health(self, job: Job) -> None:
+        """Feed the circuit breaker: no answer or a 5xx is a failure, any other answer a success."""
+        if self._circuit_failures <= 0:
+            return
+        state = job.state
+        if job.error == "shutdown":
+            failed: bool | None = None
+        else:
+            failed = job.error is not None or job.candidate is None or job.candidate.status >= 500
+        with self._lock:
+            if job.probe:
+                state.probing = False
+            if failed is None:
+                return
+            if not failed:
+                state.failures = 0
+                state.open_until = 0.0
+                state.cooldown = 0.0
+                return
+            state.failures += 1
+            if job.probe:
+                # Still down: stay open, twice as long each time, at most a minute.
+                state.cooldown = min(max(state.cooldown, self._circuit_cooldown) * 2, 60.0)
+                state.open_until = time.monotonic() + state.cooldown
+            elif state.failures >= self._circuit_failures and not state.open_until:
+                state.cooldown = self._circuit_cooldown
+                state.open_until = time.monotonic() + state.cooldown
 
     def _primary_gave_up(self, job: Job) -> None:
         if job.primary is None:
@@ -295,3 +344,16 @@ class Dispatcher:
 
 _START = 0
 _PRIMARY = 1
+
+
+def _name_native_thread(name: bytes) -> None:
+    """Name the OS thread (Linux), so ``top -H`` and /proc show the dispatcher for what it is."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(15, ctypes.c_char_p(name[:15]), 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass

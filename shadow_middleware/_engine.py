@@ -286,6 +286,8 @@ class Shadow:
                     self.config.max_queue,
                     self.config.max_response_bytes,
                     self.config.primary_timeout,
+                    self.config.circuit_failures,
+                    self.config.circuit_cooldown,
                     on_start=self._on_start,
                     on_done=self._on_done,
                     on_error=self._internal_error,
@@ -455,6 +457,7 @@ class Exchange:
         "_chunks",
         "_deferred",
         "_finished",
+        "_gone",
         "_jobs",
         "_over",
         "_resp_chunks",
@@ -511,6 +514,7 @@ class Exchange:
         self._resp_done = False
         self._finished = False
         self._broken = False
+        self._gone = False
 
     @property
     def body_done(self) -> bool:
@@ -610,6 +614,10 @@ class Exchange:
             else:
                 self._jobs.append(job)
 
+    def disconnected(self) -> None:
+        """The client went away before sending the whole body."""
+        self._gone = True
+
     # ---- response --------------------------------------------------------------
 
     def response_start(self, status: int, content_encoding: str) -> None:
@@ -669,6 +677,8 @@ class Exchange:
         try:
             if self._broken:
                 failure = "internal_error"
+            elif failure is None and self._gone:
+                failure = "client_disconnect"
             if not self._body_done:
                 self.skip_all(failure or "body_not_read")
             elif self._jobs and not self._resp_done:

@@ -163,6 +163,8 @@ class _TeeInput:
             self._done = True
             if self._length is None:
                 exchange.body_complete()
+            else:
+                exchange.disconnected()
 
     def read(self, size: int | None = -1) -> bytes:
         data: bytes = self._stream.read() if size is None else self._stream.read(size)

@@ -634,3 +634,35 @@ def test_no_current_span_leaks_into_the_app(shadow_server: ShadowServer, telemet
     mw = make(app, shadow_server, telemetry)
     run(drive(mw, http_scope(), [BODY]))
     assert seen == [trace.INVALID_SPAN]
+
+
+def test_circuit_breaker_pauses_a_failing_target_and_probes_it_again(
+    shadow_server: ShadowServer, telemetry: Telemetry
+) -> None:
+    shadow_server.reply = lambda req: json_reply({"detail": "down"}, status=503)
+    mw = make(json_app(), shadow_server, telemetry, circuit_failures=3, circuit_cooldown=0.3)
+
+    def one() -> None:
+        run(drive(mw, http_scope(), [BODY]))
+        assert mw.shadow.flush(5)
+
+    for _ in range(8):
+        one()
+    stats = mw.shadow.stats()
+    assert stats["error"] == 3 and stats["dropped"] == 5, stats
+    assert len(shadow_server.received) == 3  # paused: not attempted
+    reasons = {
+        attrs(s).get("shadow.reason") for s in telemetry.spans() if attrs(s)["shadow.outcome"] == "dropped"
+    }
+    assert reasons == {"circuit_open"}
+    time.sleep(0.35)
+    one()  # the probe: still failing, so the pause doubles
+    assert len(shadow_server.received) == 4
+    one()
+    assert len(shadow_server.received) == 4
+    shadow_server.reply = lambda req: json_reply({"prediction": 0.5})
+    time.sleep(0.65)
+    for _ in range(5):
+        one()  # probe succeeds, the circuit closes, everything flows again
+    assert len(shadow_server.received) == 9
+    assert mw.shadow.stats()["match"] == 5

@@ -1,21 +1,46 @@
-"""The shadow configuration both example apps use: one candidate, the churn comparison."""
+"""The shadow configuration both example apps use: one candidate, the churn comparison.
+
+A few bounds can be tuned from the environment (the fault-matrix tests do that):
+``CANDIDATE_URL``, ``CANDIDATE_TIMEOUT``, ``CANDIDATE_MAX_CONCURRENCY`` and
+``SHADOW_<OPTION>`` for ``max_queue``, ``max_body_bytes``, ``max_response_bytes``,
+``drain_timeout``, ``circuit_failures``, ``circuit_cooldown``, ``drop_headers`` (comma
+separated). ``NO_SHADOW=1`` runs the apps without the middleware (the baseline).
+"""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from shadow_middleware import Compare, ShadowConfig, ShadowTarget
 
 DEFAULT_CANDIDATE_URL = "http://127.0.0.1:5002/predict_shadow"
+_INTS = ("max_queue", "max_body_bytes", "max_response_bytes", "circuit_failures")
+_FLOATS = ("drain_timeout", "circuit_cooldown")
+
+
+def enabled() -> bool:
+    return os.environ.get("NO_SHADOW") != "1"
 
 
 def shadow_config() -> ShadowConfig:
+    env = os.environ
+    extra: dict[str, Any] = {}
+    for name in _INTS:
+        if f"SHADOW_{name.upper()}" in env:
+            extra[name] = int(env[f"SHADOW_{name.upper()}"])
+    for name in _FLOATS:
+        if f"SHADOW_{name.upper()}" in env:
+            extra[name] = float(env[f"SHADOW_{name.upper()}"])
+    if "SHADOW_DROP_HEADERS" in env:
+        extra["drop_headers"] = [h for h in env["SHADOW_DROP_HEADERS"].split(",") if h]
     return ShadowConfig(
         targets=[
             ShadowTarget(
                 name="churn-v2",
-                url=os.environ.get("CANDIDATE_URL", DEFAULT_CANDIDATE_URL),
-                timeout=2.0,
+                url=env.get("CANDIDATE_URL", DEFAULT_CANDIDATE_URL),
+                timeout=float(env.get("CANDIDATE_TIMEOUT", "2.0")),
+                max_concurrency=int(env.get("CANDIDATE_MAX_CONCURRENCY", "32")),
             )
         ],
         routes=["POST /predict"],
@@ -24,4 +49,5 @@ def shadow_config() -> ShadowConfig:
         compare=Compare(fields=["/churn_probability", "/make_offer"], threshold=0.5),
         # Ground truth arrives later keyed by customer: record the id to join it.
         correlation_id="json:/customer_id",
+        **extra,
     )

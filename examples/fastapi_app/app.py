@@ -13,7 +13,7 @@ from fastapi import Body, FastAPI, HTTPException
 from starlette.concurrency import run_in_threadpool
 
 from examples.churn import model
-from examples.churn.shadow import shadow_config
+from examples.churn.shadow import enabled, shadow_config
 from examples.churn.telemetry import setup_telemetry
 from shadow_middleware import Shadow, ShadowASGIMiddleware
 
@@ -25,7 +25,7 @@ shadow = Shadow(shadow_config(), tracer_provider=tracer_provider, meter_provider
 def _shutdown() -> None:
     # Order matters: finish the in-flight shadows (their spans end), then flush the exporters.
     # uvicorn re-raises SIGTERM after a graceful shutdown, so atexit hooks never run there.
-    shadow.close(timeout=5.0)
+    shadow.close(shadow.config.drain_timeout)
     tracer_provider.shutdown()
     meter_provider.shutdown()
 
@@ -52,4 +52,5 @@ async def health() -> dict[str, str]:
     return {"status": "ok", "model": production.version}
 
 
-app.add_middleware(ShadowASGIMiddleware, shadow=shadow)
+if enabled():
+    app.add_middleware(ShadowASGIMiddleware, shadow=shadow)

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, jsonify, request
 
 from examples.churn import model
-from examples.churn.shadow import shadow_config
+from examples.churn.shadow import enabled, shadow_config
 from examples.churn.telemetry import setup_telemetry
 from shadow_middleware import ShadowWSGIMiddleware
 
@@ -36,9 +36,10 @@ def health() -> Any:
     return jsonify(status="ok", model=production.version)
 
 
-app.wsgi_app = ShadowWSGIMiddleware(  # type: ignore[method-assign]
-    app.wsgi_app,
-    config=shadow_config(),
-    tracer_provider=tracer_provider,
-    meter_provider=meter_provider,
-)
+if enabled():
+    app.wsgi_app = ShadowWSGIMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app,
+        config=shadow_config(),
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+    )

@@ -1,4 +1,4 @@
-"""FastAPI app under test (uvicorn). Env: SHADOW_URL, SPAN_FILE, NO_SHADOW=1 for the baseline."""
+"""FastAPI app under test (uvicorn). Env: SHADOW_URL, SPAN_FILE, SHADOW_ROUTES, NO_SHADOW=1 for the baseline."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from shadow_middleware import ShadowASGIMiddleware
 
@@ -18,7 +18,7 @@ app = FastAPI()
 @app.post("/predict")
 async def predict(request: Request) -> dict[str, Any]:
     body = await request.body()
-    return {"prediction": round((len(body) % 100) / 100, 3), "size": len(body), "pid": 0}
+    return {"prediction": round((len(body) % 100) / 100, 3), "size": len(body), "pid": os.getpid()}
 
 
 @app.post("/echo")
@@ -26,13 +26,37 @@ async def echo(request: Request) -> Any:
     return {"body": (await request.body()).decode("latin-1")}
 
 
+@app.post("/boom")
+async def boom(request: Request) -> Any:
+    await request.body()
+    raise RuntimeError("the model crashed")
+
+
+@app.post("/fail")
+async def fail(request: Request) -> Any:
+    await request.body()
+    return JSONResponse({"detail": "model unavailable"}, status_code=500)
+
+
+async def _parts() -> Any:
+    for i in range(5):
+        yield f"part-{i}\n".encode()
+
+
+@app.post("/stream")
+async def stream_post(request: Request) -> StreamingResponse:
+    await request.body()
+    return StreamingResponse(_parts(), media_type="text/plain")
+
+
 @app.get("/stream")
 async def stream() -> StreamingResponse:
-    async def parts() -> Any:
-        for i in range(5):
-            yield f"part-{i}\n".encode()
+    return StreamingResponse(_parts(), media_type="text/plain")
 
-    return StreamingResponse(parts(), media_type="text/plain")
+
+@app.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
 
 
 if os.environ.get("NO_SHADOW") != "1":

@@ -57,7 +57,7 @@ def shadow_config():  # type: ignore[no-untyped-def]
                 "cand", url=os.environ["SHADOW_URL"], timeout=float(os.environ.get("SHADOW_TIMEOUT", "2"))
             )
         ],
-        routes=["POST /predict"],
+        routes=os.environ.get("SHADOW_ROUTES", "POST /predict").split(","),
         compare=Compare(fields=["/prediction"], abs_tol=0.01),
         correlation_id="json:/id",
     )

@@ -1,4 +1,4 @@
-"""Flask app under test (gunicorn). Env: SHADOW_URL, SPAN_FILE, NO_SHADOW=1 for the baseline."""
+"""Flask app under test (gunicorn). Env: SHADOW_URL, SPAN_FILE, SHADOW_ROUTES, NO_SHADOW=1 for the baseline."""
 
 from __future__ import annotations
 
@@ -17,12 +17,30 @@ app = Flask(__name__)
 @app.post("/predict")
 def predict() -> dict[str, Any]:
     body = request.get_data()
-    return {"prediction": round((len(body) % 100) / 100, 3), "size": len(body), "pid": 0}
+    return {"prediction": round((len(body) % 100) / 100, 3), "size": len(body), "pid": os.getpid()}
 
 
-@app.get("/stream")
+@app.post("/boom")
+def boom() -> Any:
+    request.get_data()
+    raise RuntimeError("the model crashed")
+
+
+@app.post("/fail")
+def fail() -> Any:
+    request.get_data()
+    return {"detail": "model unavailable"}, 500
+
+
+@app.route("/stream", methods=["GET", "POST"])
 def stream() -> Response:
+    request.get_data()
     return Response((f"part-{i}\n" for i in range(5)), mimetype="text/plain")
+
+
+@app.get("/health")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
 
 
 if os.environ.get("NO_SHADOW") != "1":
