@@ -677,7 +677,7 @@ class Exchange:
         try:
             if self._broken:
                 failure = "internal_error"
-            elif failure is None and self._gone:
+            elif self._gone:  # the root cause, even if the app then raised over it
                 failure = "client_disconnect"
             if not self._body_done:
                 self.skip_all(failure or "body_not_read")

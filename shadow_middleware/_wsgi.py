@@ -166,8 +166,18 @@ class _TeeInput:
             else:
                 exchange.disconnected()
 
+    def _gone(self) -> None:
+        # The server's stream raised (gunicorn: the client hung up mid-body).
+        if not self._done:
+            self._done = True
+            self._exchange.disconnected()
+
     def read(self, size: int | None = -1) -> bytes:
-        data: bytes = self._stream.read() if size is None else self._stream.read(size)
+        try:
+            data: bytes = self._stream.read() if size is None else self._stream.read(size)
+        except Exception:
+            self._gone()
+            raise
         self._took(data, size, size is None or size < 0)
         return data
 
@@ -179,7 +189,11 @@ class _TeeInput:
     def readinto(self, buffer: bytearray | memoryview) -> int:
         # werkzeug's LimitedStream prefers readinto when the stream has it.
         if hasattr(self._stream, "readinto"):
-            count: int = self._stream.readinto(buffer) or 0
+            try:
+                count: int = self._stream.readinto(buffer) or 0
+            except Exception:
+                self._gone()
+                raise
             self._took(memoryview(buffer)[:count], len(buffer))
             return count
         data: bytes = self._stream.read(len(buffer))

@@ -215,7 +215,23 @@ def test_client_gone_mid_body_is_skipped(shadow_server: ShadowServer, telemetry:
     assert app.bodies == [BODY[:10]]
     a = outcome(mw, telemetry)
     assert a["shadow.outcome"] == "skipped"
+    assert a["shadow.reason"] == "client_disconnect"
     assert shadow_server.received == []
+
+
+def test_stream_error_mid_body_is_a_disconnect(shadow_server: ShadowServer, telemetry: Telemetry) -> None:
+    class Broken(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            if self.tell() >= 10:
+                raise OSError("client hung up")  # what gunicorn's body reader does
+            return super().read(min(size or 10, 10))
+
+    app = App(read="small")
+    mw = make(app, shadow_server, telemetry)
+    with pytest.raises(OSError, match="hung up"):
+        call(mw, environ(BODY, stream=Broken(BODY)))
+    a = outcome(mw, telemetry)
+    assert a["shadow.outcome"] == "skipped" and a["shadow.reason"] == "client_disconnect"
 
 
 def test_iteration_abandoned_by_the_server_is_skipped(
