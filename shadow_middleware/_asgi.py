@@ -67,13 +67,14 @@ class ShadowASGIMiddleware:
 
 def _begin(shadow: Shadow, route: str, scope: Scope) -> Exchange | None:
     try:
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        # Servers send lower-case names, but ASGI does not promise it: never trust the case.
+        headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
         raw_path = scope.get("raw_path")
         path = raw_path.decode("latin-1") if raw_path else quote_path(scope["path"])
         content_length: int | None = None
         for name, value in headers:
             if name == "content-length":
-                content_length = int(value) if value.isdigit() else None
+                content_length = int(value) if value.isascii() and value.isdigit() else None
         return shadow.begin(
             route,
             scope["method"],

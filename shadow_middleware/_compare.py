@@ -16,7 +16,7 @@ from ._config import Compare
 MAX_DIFF_PATHS = 20
 MAX_STRING_VALUE = 256
 
-_MISSING: Any = object()
+MISSING: Any = object()  # what resolve() returns for an absent pointer
 AttrValue = str | bool | int | float
 
 
@@ -74,21 +74,21 @@ def pointer(tokens: tuple[str, ...]) -> str:
 
 
 def resolve(doc: Any, tokens: tuple[str, ...]) -> Any:
-    """The value at ``tokens`` in ``doc``, or ``_MISSING``."""
+    """The value at ``tokens`` in ``doc``, or ``MISSING``."""
     for token in tokens:
         if isinstance(doc, dict):
             if token not in doc:
-                return _MISSING
+                return MISSING
             doc = doc[token]
         elif isinstance(doc, list):
             if not token.isdigit() or (len(token) > 1 and token[0] == "0"):
-                return _MISSING
+                return MISSING
             index = int(token)
             if index >= len(doc):
-                return _MISSING
+                return MISSING
             doc = doc[index]
         else:
-            return _MISSING
+            return MISSING
     return doc
 
 
@@ -148,7 +148,7 @@ class _Differ:
     def walk(self, a: Any, b: Any, path: tuple[str, ...], depth: int = 0) -> None:
         if self.ignore and path in self.ignore:
             return
-        if a is _MISSING or b is _MISSING:
+        if a is MISSING or b is MISSING:
             if a is not b:
                 self.diff.add(path)
             return
@@ -161,10 +161,10 @@ class _Differ:
                     self.diff.add(path)
                 return
             for key in a:
-                self.walk(a[key], b.get(key, _MISSING), (*path, key), depth + 1)
+                self.walk(a[key], b.get(key, MISSING), (*path, key), depth + 1)
             for key in b:
                 if key not in a:
-                    self.walk(_MISSING, b[key], (*path, key), depth + 1)
+                    self.walk(MISSING, b[key], (*path, key), depth + 1)
         elif isinstance(a, list) and isinstance(b, list):
             if depth > 64:
                 if a != b:
@@ -172,8 +172,8 @@ class _Differ:
                 return
             for i in range(max(len(a), len(b))):
                 self.walk(
-                    a[i] if i < len(a) else _MISSING,
-                    b[i] if i < len(b) else _MISSING,
+                    a[i] if i < len(a) else MISSING,
+                    b[i] if i < len(b) else MISSING,
                     (*path, str(i)),
                     depth + 1,
                 )
@@ -218,8 +218,8 @@ def compare_bodies(cfg: Compare, primary: bytes, candidate: bytes) -> Diff:
             diff.values.append(
                 (
                     suffix,
-                    None if p_val is _MISSING else _attr(p_val),
-                    None if c_val is _MISSING else _attr(c_val),
+                    None if p_val is MISSING else _attr(p_val),
+                    None if c_val is MISSING else _attr(c_val),
                 )
             )
     return diff

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
-from ._compare import compare_bodies, decode_body, resolve, try_json
+from ._compare import MISSING, compare_bodies, decode_body, resolve, try_json
 from ._config import RouteTable, ShadowConfig, Source
 from ._dispatch import Dispatcher, Job, Primary, TargetState
 from ._result import OUTCOMES, Result
@@ -460,6 +460,7 @@ class Exchange:
         "_gone",
         "_jobs",
         "_over",
+        "_primary",
         "_resp_chunks",
         "_resp_done",
         "_resp_encoding",
@@ -512,6 +513,7 @@ class Exchange:
         self._resp_chunks: list[bytes] = []
         self._resp_size = 0
         self._resp_done = False
+        self._primary: Primary | None = None
         self._finished = False
         self._broken = False
         self._gone = False
@@ -576,9 +578,11 @@ class Exchange:
                 ok, doc = try_json(body)
                 if not ok:
                     doc = None
-            found = resolve(doc, source.tokens) if doc is not None else None
-            if found is None or isinstance(found, dict | list):
-                return None if found is None else json.dumps(found, sort_keys=True)[:256]
+            found = resolve(doc, source.tokens) if doc is not None else MISSING
+            if found is MISSING or found is None:
+                return None
+            if isinstance(found, dict | list):
+                return json.dumps(found, sort_keys=True)[:256]
             if isinstance(found, bool):
                 return "true" if found else "false"
             return str(found)[:256]
@@ -613,6 +617,9 @@ class Exchange:
                 shadow._emit_now(self, state, "dropped", reason)
             else:
                 self._jobs.append(job)
+        if self._primary is not None and self._jobs:
+            # The app answered before it finished reading the body: compare with that answer.
+            self._deliver(self._primary)
 
     def disconnected(self) -> None:
         """The client went away before sending the whole body."""
@@ -628,7 +635,7 @@ class Exchange:
 
     def response_body(self, chunk: bytes | bytearray | memoryview) -> None:
         """A piece of production's response body, as it is sent."""
-        if self._broken or not self._jobs or self._resp_done:
+        if self._broken or self._resp_done:
             return
         try:
             room = self.shadow.config.max_response_bytes - self._resp_size
@@ -644,10 +651,8 @@ class Exchange:
         if self._resp_done or self._broken:
             return
         self._resp_done = True
-        if not self._jobs:
-            return
         try:
-            primary = Primary(
+            self._primary = Primary(
                 self._resp_status,
                 self._resp_encoding,
                 b"".join(self._resp_chunks),
@@ -655,7 +660,8 @@ class Exchange:
                 None,
             )
             self._resp_chunks = []
-            self._deliver(primary)
+            if self._jobs:
+                self._deliver(self._primary)
         except Exception as exc:
             self._fail(exc)
 

@@ -71,7 +71,7 @@ def _begin(shadow: Shadow, route: str, environ: dict[str, Any]) -> tuple[Exchang
         if content_type:
             headers.append(("content-type", content_type))
         raw_length = environ.get("CONTENT_LENGTH")
-        length = int(raw_length) if raw_length and raw_length.isdigit() else None
+        length = int(raw_length) if raw_length and raw_length.isascii() and raw_length.isdigit() else None
         if length is not None:
             headers.append(("content-length", raw_length))
         raw = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1", "replace")
