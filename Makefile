@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo demo-flask clean
+.PHONY: test demo demo-flask bench bench-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,8 +12,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check shadow_middleware tests examples
-	$(BIN)/ruff format --check shadow_middleware tests examples
+	$(BIN)/ruff check shadow_middleware tests examples bench
+	$(BIN)/ruff format --check shadow_middleware tests examples bench
 	$(BIN)/mypy --strict shadow_middleware
 	$(BIN)/pytest -q
 
@@ -22,6 +22,14 @@ demo: $(STAMP)
 
 demo-flask: $(STAMP)
 	$(BIN)/python -m examples.demo --example flask
+
+bench: $(STAMP)
+	bench/setup.sh
+	$(BIN)/python -m bench.run
+
+bench-smoke: $(STAMP)
+	bench/setup.sh
+	$(BIN)/python -m bench.run --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

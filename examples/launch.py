@@ -92,8 +92,18 @@ def _command(example: str, role: str, port: int) -> list[str]:
     ]
 
 
-def start(example: str, role: str, env: dict[str, str], log_dir: Path, port: int | None = None) -> Process:
-    """Start ``role`` ("production" or "candidate") of ``example`` ("fastapi" or "flask")."""
+def start(
+    example: str,
+    role: str,
+    env: dict[str, str],
+    log_dir: Path,
+    port: int | None = None,
+    wrap: list[str] | None = None,
+) -> Process:
+    """Start ``role`` ("production" or "candidate") of ``example`` ("fastapi" or "flask").
+
+    ``wrap`` prefixes the command (the benchmark pins servers to a core with ``taskset``).
+    """
     if example not in EXAMPLES:
         raise ValueError(f"example: must be one of {EXAMPLES}, got {example!r}")
     port = port or free_port()
@@ -102,6 +112,6 @@ def start(example: str, role: str, env: dict[str, str], log_dir: Path, port: int
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            _command(example, role, port), cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT
+            [*(wrap or []), *_command(example, role, port)], cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT
         )
     return Process(f"{example} {role}", port, proc, log)

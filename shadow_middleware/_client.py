@@ -7,7 +7,9 @@ is ever cancelled from outside while it holds a pool slot.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -88,3 +90,72 @@ class ShadowClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class HttpxClient:
+    """The alternative the benchmark measures against (``SHADOW_HTTP_CLIENT=httpx``); not the default.
+
+    Same contract as :class:`ShadowClient`: no redirects, capped reads, the client's own timeout.
+    """
+
+    def __init__(self, max_response_bytes: int) -> None:
+        self._max = max_response_bytes
+        self._client: Any = None
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        timeout: float,
+    ) -> CandidateResponse:
+        import httpx  # only when chosen: not a dependency of the package
+
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                follow_redirects=False,
+                trust_env=False,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+            )
+        request = self._client.build_request(method, url, headers=headers, content=body, timeout=timeout)
+        response = await self._client.send(request, stream=True)
+        try:
+            chunks: list[bytes] = []
+            size = 0
+            truncated = False
+            async for chunk in response.aiter_raw():
+                size += len(chunk)
+                if size > self._max:
+                    chunks.append(chunk[: len(chunk) - (size - self._max)])
+                    truncated = True
+                    break
+                chunks.append(chunk)
+            return CandidateResponse(
+                response.status_code,
+                response.headers.get("content-encoding", ""),
+                b"".join(chunks),
+                truncated,
+            )
+        finally:
+            await response.aclose()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class Client(Protocol):
+    async def send(
+        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes, timeout: float
+    ) -> CandidateResponse: ...
+
+    async def close(self) -> None: ...
+
+
+def make_client(max_response_bytes: int) -> Client:
+    """aiohttp, unless the benchmark asks for httpx via ``SHADOW_HTTP_CLIENT``."""
+    if os.environ.get("SHADOW_HTTP_CLIENT", "aiohttp") == "httpx":
+        return HttpxClient(max_response_bytes)
+    return ShadowClient(max_response_bytes)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._client import CandidateResponse, ShadowClient
+from ._client import CandidateResponse, make_client
 
 if TYPE_CHECKING:
     from ._config import ShadowTarget
@@ -138,7 +138,7 @@ class Dispatcher:
         self._closed = False
         self._open: set[Job] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._client = ShadowClient(max_response_bytes)
+        self._client = make_client(max_response_bytes)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="shadow-dispatcher", daemon=True)
         self._thread.start()

@@ -3,8 +3,8 @@
 A few bounds can be tuned from the environment (the fault-matrix tests do that):
 ``CANDIDATE_URL``, ``CANDIDATE_TIMEOUT``, ``CANDIDATE_MAX_CONCURRENCY`` and
 ``SHADOW_<OPTION>`` for ``max_queue``, ``max_body_bytes``, ``max_response_bytes``,
-``drain_timeout``, ``circuit_failures``, ``circuit_cooldown``, ``drop_headers`` (comma
-separated). ``NO_SHADOW=1`` runs the apps without the middleware (the baseline).
+``drain_timeout``, ``circuit_failures``, ``circuit_cooldown``, ``drop_headers`` and
+``routes`` (comma separated). ``NO_SHADOW=1`` runs the apps without the middleware (the baseline).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def shadow_config() -> ShadowConfig:
                 max_concurrency=int(env.get("CANDIDATE_MAX_CONCURRENCY", "32")),
             )
         ],
-        routes=["POST /predict"],
+        routes=[r for r in env.get("SHADOW_ROUTES", "POST /predict").split(",") if r],
         # ML-aware: probabilities are compared as decisions at the 0.5 cut-off, so only a
         # flipped offer counts as a different answer; both values are still recorded.
         compare=Compare(fields=["/churn_probability", "/make_offer"], threshold=0.5),

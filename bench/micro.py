@@ -1,0 +1,129 @@
+"""CPU per shadowed request of the engine alone (no web app): ``python -m bench.micro``.
+
+Drives the same adapter API the middlewares use (begin, feed, body_complete,
+response_start/body/complete, finish) at a fixed rate from one thread, against nginx
+returning fixed JSON, and reports process CPU microseconds per shadowed exchange.
+Variants isolate where the time goes: the HTTP client, the OpenTelemetry SDK.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.run import LOAD_CORE, Sink, fixed_json_nginx
+from examples.launch import free_port
+from shadow_middleware import Compare, Shadow, ShadowConfig, ShadowTarget
+
+BODY = json.dumps({"customer_id": "C02000", "tenure_months": 15, "monthly_charges": 53.19}).encode()
+ANSWER = b'{"customer_id": "C02000", "churn_probability": 0.31, "make_offer": false, "model_version": "v1"}'
+
+
+def cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def cpu_split() -> tuple[float, float]:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime, r.ru_stime
+
+
+def sdk(endpoint: str | None) -> tuple[Any, Any]:
+    if endpoint is None:
+        return None, None
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    tp = TracerProvider()
+    tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint + "/v1/traces")))
+    mp = MeterProvider(
+        metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint + "/v1/metrics"))]
+    )
+    return tp, mp
+
+
+def measure(url: str, n: int, rate: float, endpoint: str | None) -> dict[str, float]:
+    tp, mp = sdk(endpoint)
+    cfg = ShadowConfig(
+        targets=[ShadowTarget("v2", url=url, max_concurrency=64)],
+        compare=Compare(fields=["/churn_probability", "/make_offer"], threshold=0.5),
+        correlation_id="json:/customer_id",
+    )
+    shadow = Shadow(cfg, tracer_provider=tp, meter_provider=mp)
+    headers = [("content-type", "application/json"), ("content-length", str(len(BODY))), ("user-agent", "x")]
+
+    def one() -> None:
+        route = shadow.match("POST", "/predict")
+        assert route is not None
+        ex = shadow.begin(route, "POST", "/predict", "", headers, len(BODY))
+        assert ex is not None
+        ex.feed(BODY)
+        ex.body_complete()
+        ex.response_start(200, "")
+        ex.response_body(ANSWER)
+        ex.response_complete()
+        ex.finish()
+
+    for _ in range(200):  # warm up: connections, caches
+        one()
+    shadow.flush(10)
+    before = cpu()
+    u0, s0 = cpu_split()
+    start = time.perf_counter()
+    for i in range(n):
+        one()
+        delay = start + (i + 1) / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    assert shadow.flush(30)
+    used = cpu() - before
+    u1, s1 = cpu_split()
+    print(f"  user {(u1 - u0) / n * 1e6:.0f} us, system {(s1 - s0) / n * 1e6:.0f} us per request")
+    stats = shadow.stats()
+    shadow.close()
+    if tp is not None:
+        tp.force_flush()
+        tp.shutdown()
+        mp.shutdown()
+    if stats["match"] + stats["mismatch"] < n:
+        print("  (not all compared:", stats, ")")
+    return {"cpu_us": used / n * 1e6, "stats": stats}  # type: ignore[dict-item]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-n", type=int, default=3000)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--variants", default="aiohttp:none,aiohttp:sdk,httpx:none,httpx:sdk")
+    args = parser.parse_args(argv)
+    os.sched_setaffinity(0, {0})  # this process is "the app" here
+    with tempfile.TemporaryDirectory() as tmp, Sink() as sink:
+        os.sched_setaffinity(0, {0})
+        port = free_port()
+        with fixed_json_nginx(Path(tmp) / "ng", port):
+            url = f"http://127.0.0.1:{port}/predict_shadow"
+            for variant in args.variants.split(","):
+                client, _, tel = variant.partition(":")
+                os.environ["SHADOW_HTTP_CLIENT"] = client
+                endpoint = f"http://127.0.0.1:{sink.port}" if tel == "sdk" else None
+                r = measure(url, args.n, args.rate, endpoint)
+                print(f"{variant:<14} {r['cpu_us']:7.1f} us CPU per shadowed request", flush=True)
+    _ = LOAD_CORE, contextlib, sys
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Command line: ``python -m shadow_middleware <command> ...``.
+
+Commands:
+
+* ``check-config PATH`` -- validate a TOML configuration file (with the ``SHADOW_*``
+  environment overrides applied, unless ``--no-env``) and print the effective
+  configuration, header values masked. Exit status 0 when valid, 2 otherwise.
+
+A command is a function that adds its sub-parser and sets ``run`` (``Namespace -> int``)
+as its default; add it to ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from ._configfile import ENV_PREFIX, FOREIGN_ENV, _config_from, describe, load_toml
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+Subparsers = argparse._SubParsersAction  # type: ignore[type-arg]
+
+
+def _add_check_config(commands: Subparsers) -> None:
+    parser = commands.add_parser(
+        "check-config",
+        help="validate a configuration file and print the effective configuration",
+        description=(
+            "Validate a TOML configuration file, with the SHADOW_* environment overrides applied "
+            "(as config_from_env would with SHADOW_CONFIG=PATH), and print the effective "
+            "configuration as TOML with header values masked. Exit status 0 when valid, 2 otherwise."
+        ),
+    )
+    parser.add_argument("path", metavar="PATH", help="the TOML file")
+    parser.add_argument("--no-env", action="store_true", help="ignore SHADOW_* environment variables")
+    parser.set_defaults(run=_check_config)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    environ = {} if args.no_env else dict(os.environ)
+    try:
+        config = load_toml(args.path) if args.no_env else _config_from(args.path, environ, None)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    applied = sorted(v for v in environ if v.startswith(ENV_PREFIX) and v not in FOREIGN_ENV)
+    if applied:
+        print(f"# environment overrides applied: {', '.join(applied)}")
+    print(describe(config), end="")
+    return 0
+
+
+COMMANDS: list[Callable[[Subparsers], None]] = [_add_check_config]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m shadow_middleware",
+        description="shadow_middleware tools",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in COMMANDS:
+        add(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; returns the exit status (argparse usage errors: 2)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse has already printed
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
