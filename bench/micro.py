@@ -55,6 +55,18 @@ def sdk(endpoint: str | None) -> tuple[Any, Any]:
     return tp, mp
 
 
+class NullClient:
+    """Answers at once without I/O: what the pipeline costs without the HTTP exchange."""
+
+    async def send(self, *args: Any) -> Any:
+        from shadow_middleware._http import CandidateResponse
+
+        return CandidateResponse(200, "", ANSWER, False)
+
+    async def close(self) -> None:
+        pass
+
+
 def measure(url: str, n: int, rate: float, endpoint: str | None) -> dict[str, float]:
     tp, mp = sdk(endpoint)
     cfg = ShadowConfig(
@@ -118,6 +130,12 @@ def main(argv: list[str] | None = None) -> int:
             for variant in args.variants.split(","):
                 client, _, tel = variant.partition(":")
                 os.environ["SHADOW_HTTP_CLIENT"] = client
+                import shadow_middleware._dispatch as dispatch_module
+                from shadow_middleware._client import make_client
+
+                dispatch_module.make_client = (  # type: ignore[assignment]
+                    (lambda _cap: NullClient()) if client == "null" else make_client
+                )
                 endpoint = f"http://127.0.0.1:{sink.port}" if tel == "sdk" else None
                 r = measure(url, args.n, args.rate, endpoint)
                 print(f"{variant:<14} {r['cpu_us']:7.1f} us CPU per shadowed request", flush=True)

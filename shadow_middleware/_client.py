@@ -1,48 +1,26 @@
-"""The shadow HTTP client: aiohttp, used only from the dispatcher's own event loop.
+"""Shadow HTTP clients, used only from the dispatcher's own event loop.
 
-Chosen by measurement (see bench/RESULTS.md): aiohttp costs ~100 µs of CPU per
-request where httpx costs ~1,000 µs, and its timeouts are its own, so no request
-is ever cancelled from outside while it holds a pool slot.
+The default is :class:`~shadow_middleware._http.MiniHTTPClient`, chosen by measurement
+(bench/RESULTS.md). aiohttp and httpx stay selectable with ``SHADOW_HTTP_CLIENT`` so the
+benchmark can keep comparing them; neither is a dependency of the package.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiohttp
+from ._http import CandidateResponse, MiniHTTPClient
+
+__all__ = ["CandidateResponse", "Client", "make_client"]
 
 
-@dataclass(slots=True)
-class CandidateResponse:
-    status: int
-    content_encoding: str
-    body: bytes  # raw (still encoded) bytes, at most the cap
-    truncated: bool
-
-
-class ShadowClient:
-    """One pooled client per dispatcher loop. Never follows redirects, never stores cookies."""
+class AiohttpClient:
+    """aiohttp (``SHADOW_HTTP_CLIENT=aiohttp``): no redirects, no cookies, capped reads."""
 
     def __init__(self, max_response_bytes: int) -> None:
         self._max = max_response_bytes
-        self._session: aiohttp.ClientSession | None = None
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                # Concurrency is bounded per target by the dispatcher, not by the pool.
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, enable_cleanup_closed=False),
-                # Decompression happens in _compare with a cap (gzip bombs).
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                # Send only the headers the original request had, not aiohttp's defaults.
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-                raise_for_status=False,
-                trust_env=False,
-            )
-        return self._session
+        self._session: Any = None
 
     async def send(
         self,
@@ -52,38 +30,38 @@ class ShadowClient:
         body: bytes,
         timeout: float,
     ) -> CandidateResponse:
-        session = self._get_session()
-        client_timeout = aiohttp.ClientTimeout(total=timeout)
-        async with session.request(
+        import aiohttp  # only when chosen
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+                trust_env=False,
+            )
+        async with self._session.request(
             method,
             url,
             headers=headers,
             data=body if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS") else None,
             allow_redirects=False,
-            timeout=client_timeout,
-            max_redirects=0,
+            timeout=aiohttp.ClientTimeout(total=timeout),
             auto_decompress=False,
         ) as resp:
             chunks: list[bytes] = []
             size = 0
             truncated = False
-            while True:
-                chunk = await resp.content.read(65536)
-                if not chunk:
-                    break
+            while chunk := await resp.content.read(65536):
                 size += len(chunk)
                 if size > self._max:
-                    # Keep the cap and stop reading: the connection is closed, not reused.
                     chunks.append(chunk[: len(chunk) - (size - self._max)])
                     truncated = True
                     resp.close()
                     break
                 chunks.append(chunk)
             return CandidateResponse(
-                resp.status,
-                resp.headers.get("Content-Encoding", ""),
-                b"".join(chunks),
-                truncated,
+                resp.status, resp.headers.get("Content-Encoding", ""), b"".join(chunks), truncated
             )
 
     async def close(self) -> None:
@@ -95,7 +73,7 @@ class ShadowClient:
 class HttpxClient:
     """The alternative the benchmark measures against (``SHADOW_HTTP_CLIENT=httpx``); not the default.
 
-    Same contract as :class:`ShadowClient`: no redirects, capped reads, the client's own timeout.
+    Same contract as the default client: no redirects, capped reads, the client's own timeout.
     """
 
     def __init__(self, max_response_bytes: int) -> None:
@@ -155,7 +133,10 @@ class Client(Protocol):
 
 
 def make_client(max_response_bytes: int) -> Client:
-    """aiohttp, unless the benchmark asks for httpx via ``SHADOW_HTTP_CLIENT``."""
-    if os.environ.get("SHADOW_HTTP_CLIENT", "aiohttp") == "httpx":
+    """The minimal client, unless the benchmark asks for another via ``SHADOW_HTTP_CLIENT``."""
+    choice = os.environ.get("SHADOW_HTTP_CLIENT", "mini")
+    if choice == "httpx":
         return HttpxClient(max_response_bytes)
-    return ShadowClient(max_response_bytes)
+    if choice == "aiohttp":
+        return AiohttpClient(max_response_bytes)
+    return MiniHTTPClient(max_response_bytes)

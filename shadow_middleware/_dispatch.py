@@ -42,6 +42,7 @@ class Job:
     """One shadow exchange: one request copied to one target."""
 
     __slots__ = (
+        "awaiting",
         "body",
         "candidate",
         "candidate_ms",
@@ -85,6 +86,7 @@ class Job:
         self.timer: asyncio.TimerHandle | None = None
         self.finished = False
         self.probe = False  # the one job let through a half-open circuit
+        self.awaiting = False  # the candidate answered; production has not (yet)
 
 
 class TargetState:
@@ -175,7 +177,11 @@ class Dispatcher:
             if self._closed:
                 return
             for job in jobs:
-                self._push_locked(_PRIMARY, job, primary)
+                job.primary = primary
+                # Usually production finishes first and the job picks the answer up when its
+                # own call ends: no wake-up. Only a job already waiting needs the loop.
+                if job.awaiting:
+                    self._push_locked(_PRIMARY, job, primary)
 
     def _push_locked(self, kind: int, job: Job, primary: Primary | None) -> None:
         self._inbox.append((kind, job, primary))
@@ -201,14 +207,12 @@ class Dispatcher:
             items = self._inbox
             self._inbox = []
             self._wake_pending = False
-        for kind, job, primary in items:
+        for kind, job, _primary in items:
             try:
                 if kind == _START:
                     self._start(job)
-                else:
-                    job.primary = primary
-                    if job.candidate is not None or job.error is not None:
-                        self._complete(job)
+                elif job.awaiting:
+                    self._complete(job)
             except BaseException as exc:  # never let one job kill the loop
                 self._on_error(exc)
 
@@ -238,7 +242,10 @@ class Dispatcher:
             job.candidate_ms = (time.perf_counter() - started) * 1000.0
             self._release(job.state)
             self._record_health(job)
-        if job.primary is not None:
+        with self._lock:
+            ready = job.primary is not None
+            job.awaiting = not ready
+        if ready:
             self._complete(job)
         else:
             job.timer = self._loop.call_later(self._primary_timeout, self._primary_gave_up, job)
@@ -282,8 +289,9 @@ class Dispatcher:
                 state.open_until = time.monotonic() + state.cooldown
 
     def _primary_gave_up(self, job: Job) -> None:
-        if job.primary is None:
-            job.primary = Primary(None, "", b"", None, "primary_timeout")
+        with self._lock:
+            if job.primary is None:
+                job.primary = Primary(None, "", b"", None, "primary_timeout")
         self._complete(job)
 
     def _complete(self, job: Job) -> None:
