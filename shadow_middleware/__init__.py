@@ -8,6 +8,7 @@ answers is emitted as OpenTelemetry spans and metrics.
 from ._asgi import ShadowASGIMiddleware
 from ._config import Compare, ShadowConfig, ShadowTarget
 from ._engine import Shadow
+from ._integrations import ShadowFlask, ShadowStatsApp
 from ._version import __version__
 from ._wsgi import ShadowWSGIMiddleware
 
@@ -16,6 +17,8 @@ __all__ = [
     "Shadow",
     "ShadowASGIMiddleware",
     "ShadowConfig",
+    "ShadowFlask",
+    "ShadowStatsApp",
     "ShadowTarget",
     "ShadowWSGIMiddleware",
     "__version__",

@@ -16,12 +16,13 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TypeAlias
 
 from ._configfile import ENV_PREFIX, FOREIGN_ENV, _config_from, describe, load_toml
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-Subparsers = argparse._SubParsersAction  # type: ignore[type-arg]
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _add_check_config(commands: Subparsers) -> None:

@@ -7,6 +7,7 @@ a bad value in a config file or a constructor call points straight at its source
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -334,6 +335,9 @@ class ShadowConfig:
             being attempted. ``0`` disables the breaker.
         circuit_cooldown: seconds a paused target rests before one probe request is let
             through; a failed probe doubles the pause (at most 60 s), a success closes it.
+        span_placement: ``"child"`` (default): the shadow span is a child of the production
+            request's span. ``"link"``: it starts its own trace with a span link to the
+            request, leaving production traces untouched.
     """
 
     targets: tuple[ShadowTarget, ...]
@@ -350,6 +354,7 @@ class ShadowConfig:
     drain_timeout: float
     circuit_failures: int
     circuit_cooldown: float
+    span_placement: str
     compiled_routes: tuple[Route, ...]
     sample_source: Source | None
     correlation_source: Source | None
@@ -370,6 +375,7 @@ class ShadowConfig:
         drain_timeout: float = 5.0,
         circuit_failures: int = 5,
         circuit_cooldown: float = 5.0,
+        span_placement: str = "child",
     ) -> None:
         if isinstance(targets, ShadowTarget | str | bytes) or not isinstance(targets, Iterable):
             raise _fail("ShadowConfig.targets", "must be a list of ShadowTarget")
@@ -427,9 +433,37 @@ class ShadowConfig:
             "circuit_cooldown",
             _number("ShadowConfig.circuit_cooldown", circuit_cooldown, minimum=0.0, inclusive=False),
         )
+        if span_placement not in ("child", "link"):
+            raise _fail("ShadowConfig.span_placement", f"must be 'child' or 'link', got {span_placement!r}")
+        set_(self, "span_placement", span_placement)
         set_(self, "compiled_routes", compiled)
         set_(self, "sample_source", _source("ShadowConfig.sample_key", sample_key))
         set_(self, "correlation_source", _source("ShadowConfig.correlation_id", correlation_id))
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> ShadowConfig:
+        """Load a TOML file whose keys mirror the constructor keywords one to one.
+
+        Top-level keys are ``ShadowConfig``'s, ``[compare]`` holds ``Compare``'s and each
+        ``[[targets]]`` table a ``ShadowTarget``'s (with ``[targets.headers]``). Unknown
+        keys and bad values raise ``ValueError`` naming the file and the key.
+        """
+        from ._configfile import load_toml
+
+        return load_toml(path)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, base: Mapping[str, Any] | None = None
+    ) -> ShadowConfig:
+        """Build from ``SHADOW_*`` environment variables, on top of the file named by
+        ``SHADOW_CONFIG`` when set (environment values win), on top of ``base``.
+
+        See the README's "Configuration" section for the variable names.
+        """
+        from ._configfile import config_from_env
+
+        return config_from_env(os.environ if environ is None else environ, base=base)
 
 
 class RouteTable:

@@ -162,6 +162,13 @@ def _suggest(word: str, choices: Iterable[str]) -> str | None:
     return by_lower[match[0]] if match else None
 
 
+def _suggest_var(var: str, choices: Iterable[str]) -> str | None:
+    """Like :func:`_suggest`, ignoring the common ``SHADOW_`` prefix (it makes everything look alike)."""
+    n = len(ENV_PREFIX)
+    match = _suggest(var[n:], [c[n:] for c in choices])
+    return None if match is None else ENV_PREFIX + match
+
+
 def _unknown(word: str, choices: Iterable[str], what: str) -> str:
     choices = list(choices)
     match = _suggest(word, choices)
@@ -395,14 +402,31 @@ def _split_target_var(var: str, by_env: Mapping[str, list[str]]) -> tuple[str, s
         raise ValueError(
             f"{var}: unknown variable: no target is configured (declare targets in {_TARGETS_ENV})"
         )
-    known = [f"{_TARGET_ENV}{upper}_{key}" for upper in by_env for key in (*_TARGET_KEYS, _HEADER + "<NAME>")]
-    match = _suggest(var, known)
-    if match is not None:
-        raise ValueError(f"{var}: unknown variable (did you mean {match!r}?)")
+    prefixes = [upper for upper in by_env if rest.startswith(upper + "_")]
+    if prefixes:  # a known target, an unknown key
+        key = rest[len(max(prefixes, key=len)) + 1 :]
+        match = _suggest(key, [*_TARGET_KEYS, _HEADER + "<NAME>"])
+        hint = (
+            f"did you mean {var[: len(var) - len(key)] + match!r}?"
+            if match
+            else "keys: " + ", ".join([*_TARGET_KEYS, _HEADER + "<NAME>"])
+        )
+        raise ValueError(f"{var}: unknown variable ({hint})")
+    # An unknown target: guess its NAME from the key at the end, and suggest a known one.
+    name = next(
+        (rest[: -len(k) - 1] for k in sorted(_TARGET_KEYS, key=len, reverse=True) if rest.endswith("_" + k)),
+        rest.partition("_" + _HEADER)[0] if "_" + _HEADER in rest else None,
+    )
+    match = _suggest(name, by_env) if name else None
+    if match is not None and name is not None:
+        suggestion = _TARGET_ENV + match + rest[len(name) :]
+        raise ValueError(
+            f"{var}: unknown variable: no target {name} (did you mean {suggestion!r}? "
+            f"New targets are declared in {_TARGETS_ENV})"
+        )
     targets = ", ".join(f"{n!r} ({_TARGET_ENV}{upper}_*)" for upper, ns in by_env.items() for n in ns)
     raise ValueError(
-        f"{var}: unknown variable: no such target or key (targets: {targets}; "
-        f"keys: {', '.join(_TARGET_KEYS)}, {_HEADER}<NAME>; declare new targets in {_TARGETS_ENV})"
+        f"{var}: unknown variable: no such target (targets: {targets}; declare new targets in {_TARGETS_ENV})"
     )
 
 
@@ -455,7 +479,7 @@ def _parse_env(environ: Mapping[str, str], known: Sequence[str]) -> tuple[dict[s
         else:
             choices = [*_SCALAR_VARS, *_COMPARE_VARS, _TARGETS_ENV, *sorted(FOREIGN_ENV)]
             choices += [f"{_TARGET_ENV}{upper}_{key}" for upper in by_env for key in _TARGET_KEYS]
-            match = _suggest(var, choices)
+            match = _suggest_var(var, choices)
             hint = f" (did you mean {match!r}?)" if match else ""
             raise ValueError(f"{var}: unknown variable{hint}")
     if targets:
@@ -627,7 +651,7 @@ def describe(config: ShadowConfig) -> str:
         for name in _TARGET:
             if name != "headers":
                 lines.append(_toml_line(name, getattr(target, name)))
-        lines.append("[targets.headers]")
+        lines += ["", "[targets.headers]"]
         lines += [f"{_toml_key(k)} = {_toml_str(_MASK)}" for k in target.headers]
     lines += ["", "[compare]"]
     compare = config.compare
@@ -640,7 +664,7 @@ def describe(config: ShadowConfig) -> str:
         else:
             lines.append(_toml_line(name, getattr(compare, name)))
     if as_table:
-        lines.append("[compare.fields]  # primary pointer = candidate pointer")
+        lines += ["", "[compare.fields]  # primary pointer = candidate pointer"]
         lines += [f"{_toml_key(p)} = {_toml_str(c)}" for p, c in pairs]
     return "\n".join(lines) + "\n"
 

@@ -102,9 +102,10 @@ class Shadow:
         if not isinstance(config, ShadowConfig):
             raise ValueError(f"config: must be a ShadowConfig, got {type(config).__name__}")
         self.config = config
-        self._telemetry = Telemetry(tracer_provider, meter_provider)
+        self._telemetry = Telemetry(tracer_provider, meter_provider, link=config.span_placement == "link")
         self._routes = RouteTable(config.compiled_routes)
-        self._enabled = config.enabled
+        # The kill switch wins over any configuration given in code.
+        self._enabled = config.enabled and not _killed(os.environ.get("SHADOW_ENABLED"))
         self._closed = False
         self._rates = {t.name: t.sample_rate for t in config.targets}
         self._target_header_names = {t.name: {k.lower() for k in t.headers} for t in config.targets}
@@ -420,6 +421,10 @@ class Shadow:
         return r
 
 
+def _killed(value: str | None) -> bool:
+    return value is not None and value.strip().lower() in ("0", "false", "no", "off")
+
+
 def engine_for(
     shadow: Shadow | None,
     config: ShadowConfig | None,
@@ -436,7 +441,11 @@ def engine_for(
             raise ValueError("tracer_provider: pass providers to Shadow(...) when giving shadow=")
         return shadow, False
     if config is None:
-        raise ValueError("config: give exactly one of shadow= and config=")
+        if not os.environ.get("SHADOW_CONFIG") and not os.environ.get("SHADOW_TARGETS"):
+            raise ValueError(
+                "config: give exactly one of shadow= and config=, or set SHADOW_CONFIG to a TOML file"
+            )
+        config = ShadowConfig.from_env()
     return Shadow(config, tracer_provider=tracer_provider, meter_provider=meter_provider), True
 
 

@@ -26,7 +26,8 @@ def capture_context() -> Any:
 class Telemetry:
     """Creates the shadow spans and records the metrics."""
 
-    def __init__(self, tracer_provider: Any = None, meter_provider: Any = None) -> None:
+    def __init__(self, tracer_provider: Any = None, meter_provider: Any = None, link: bool = False) -> None:
+        self._link = link
         self._tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
         meter = metrics.get_meter(SCOPE, __version__, meter_provider=meter_provider)
         self._requests = meter.create_counter(
@@ -60,6 +61,13 @@ class Telemetry:
             for key, value in headers:
                 carrier.setdefault(key, value)
             parent = propagate.extract(carrier)
+        if self._link:
+            # Its own trace, linked to the request: production traces stay untouched.
+            request = trace.get_current_span(parent).get_span_context()
+            links = [trace.Link(request)] if request.is_valid else None
+            return self._tracer.start_span(
+                name, context=otel_context.Context(), kind=SpanKind.CLIENT, start_time=start_ns, links=links
+            )
         return self._tracer.start_span(name, context=parent, kind=SpanKind.CLIENT, start_time=start_ns)
 
     @staticmethod

@@ -16,6 +16,8 @@ def test_exported_members() -> None:
             "Shadow",
             "ShadowASGIMiddleware",
             "ShadowConfig",
+            "ShadowFlask",
+            "ShadowStatsApp",
             "ShadowTarget",
             "ShadowWSGIMiddleware",
             "__version__",
@@ -45,7 +47,7 @@ def test_contract_signatures() -> None:
         "headers": None,
     }
     config = defaults(shadow_middleware.ShadowConfig)
-    assert list(config)[:11] == [
+    assert list(config)[:15] == [
         "targets",
         "routes",
         "compare",
@@ -57,6 +59,10 @@ def test_contract_signatures() -> None:
         "correlation_id",
         "enabled",
         "primary_timeout",
+        "drain_timeout",
+        "circuit_failures",
+        "circuit_cooldown",
+        "span_placement",
     ]
     assert config["routes"] == ("POST /predict",)
     assert config["max_body_bytes"] == config["max_response_bytes"] == 1_048_576

@@ -1,0 +1,965 @@
+"""The TOML file and SHADOW_* environment layer (``shadow_middleware._configfile``) and its CLI.
+
+Contract: the file mirrors the constructors one to one; every error is a ``ValueError``
+naming its source (file or variable) and key path; the environment overrides the file;
+``describe()`` writes the effective configuration back in the same layout, secrets masked.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shadow_middleware import Compare, ShadowConfig, ShadowTarget
+from shadow_middleware import _configfile as cf
+from shadow_middleware.__main__ import main
+from shadow_middleware._configfile import (
+    apply_env,
+    config_from_env,
+    config_from_mapping,
+    describe,
+    env_overrides,
+    load_toml,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Every option of every constructor, two targets, headers, compare fields as a mapping.
+EXAMPLE = """\
+# shadow.toml
+routes = ["POST /predict", "POST /v1/{model}/score"]
+max_body_bytes = 65_536
+max_response_bytes = 262_144
+max_queue = 200
+drop_headers = ["authorization", "cookie", "x-session"]
+sample_key = "header:x-user-id"
+correlation_id = "json:/customer_id"
+enabled = true
+primary_timeout = 30.0
+drain_timeout = 2.5
+circuit_failures = 3
+circuit_cooldown = 10
+span_placement = "link"
+
+[compare]
+ignore = ["/request_id", "/model_version"]
+abs_tol = 0.01
+rel_tol = 0.001
+threshold = 0.5
+record_values = false
+
+[compare.fields]
+"/churn_probability" = "/score"
+"/make_offer" = "/make_offer"
+
+[[targets]]
+name = "churn-v2"
+url = "http://127.0.0.1:5002/predict_shadow"
+sample_rate = 0.25
+timeout = 2
+max_concurrency = 8
+
+[targets.headers]
+Authorization = "Bearer candidate-secret"
+X-Team = "ml"
+
+[[targets]]
+name = "churn-v3"
+base_url = "https://v3.internal:8443/api"
+sample_rate = 0.1
+timeout = 1.5
+max_concurrency = 4
+"""
+
+
+def example_by_constructor() -> ShadowConfig:
+    return ShadowConfig(
+        targets=[
+            ShadowTarget(
+                name="churn-v2",
+                url="http://127.0.0.1:5002/predict_shadow",
+                sample_rate=0.25,
+                timeout=2,
+                max_concurrency=8,
+                headers={"Authorization": "Bearer candidate-secret", "X-Team": "ml"},
+            ),
+            ShadowTarget(
+                name="churn-v3",
+                base_url="https://v3.internal:8443/api",
+                sample_rate=0.1,
+                timeout=1.5,
+                max_concurrency=4,
+            ),
+        ],
+        routes=["POST /predict", "POST /v1/{model}/score"],
+        compare=Compare(
+            fields={"/churn_probability": "/score", "/make_offer": "/make_offer"},
+            ignore=["/request_id", "/model_version"],
+            abs_tol=0.01,
+            rel_tol=0.001,
+            threshold=0.5,
+            record_values=False,
+        ),
+        max_body_bytes=65_536,
+        max_response_bytes=262_144,
+        max_queue=200,
+        drop_headers=["authorization", "cookie", "x-session"],
+        sample_key="header:x-user-id",
+        correlation_id="json:/customer_id",
+        enabled=True,
+        primary_timeout=30.0,
+        drain_timeout=2.5,
+        circuit_failures=3,
+        circuit_cooldown=10,
+        span_placement="link",
+    )
+
+
+def keywords(cls: type) -> list[str]:
+    return list(inspect.signature(cls).parameters)
+
+
+def public(obj: Any, *, mask_headers: bool = False) -> dict[str, Any]:
+    """The constructor-keyword attributes of a config object, nested objects expanded."""
+    if isinstance(obj, ShadowConfig):
+        out = {name: getattr(obj, name) for name in keywords(ShadowConfig)}
+        out["targets"] = [public(t, mask_headers=mask_headers) for t in obj.targets]
+        out["compare"] = public(obj.compare)
+        return out
+    out = {name: getattr(obj, name) for name in keywords(type(obj))}
+    if isinstance(obj, ShadowTarget):
+        out["headers"] = {k: "***" if mask_headers else v for k, v in obj.headers.items()}
+    return out
+
+
+def assert_same(got: ShadowConfig, want: ShadowConfig, *, mask_headers: bool = False) -> None:
+    got_d, want_d = public(got, mask_headers=mask_headers), public(want, mask_headers=mask_headers)
+    for key in want_d:
+        assert got_d[key] == want_d[key], key
+    assert got_d == want_d
+
+
+def write(tmp_path: Path, text: str, name: str = "shadow.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load(text: str) -> ShadowConfig:
+    return config_from_mapping(tomllib.loads(text), source="shadow.toml")
+
+
+MINIMAL = '[[targets]]\nname = "churn-v2"\nurl = "http://127.0.0.1:5002/predict_shadow"\n'
+
+
+def error_of(fn: Any, *args: Any, **kwargs: Any) -> str:
+    with pytest.raises(ValueError) as info:
+        fn(*args, **kwargs)
+    return str(info.value)
+
+
+# ---- the file mirrors the constructors --------------------------------------------------
+
+
+def test_example_file_loads_like_the_constructor_call(tmp_path: Path) -> None:
+    got = load_toml(write(tmp_path, EXAMPLE))
+    want = example_by_constructor()
+    assert_same(got, want)
+    # Spot checks on what the comparison above covers, in case public() ever drifts.
+    assert got.targets[0].headers == {"Authorization": "Bearer candidate-secret", "X-Team": "ml"}
+    assert got.targets[1].base_url == "https://v3.internal:8443/api" and got.targets[1].url is None
+    assert got.compare.fields == (("/churn_probability", "/score"), ("/make_offer", "/make_offer"))
+    assert got.drop_headers == frozenset({"authorization", "cookie", "x-session"})
+    assert got.circuit_cooldown == 10.0 and isinstance(got.circuit_cooldown, float)
+
+
+def test_example_uses_every_keyword_of_every_constructor() -> None:
+    """When a constructor gains a keyword, the example (and this layer) must follow."""
+    data = tomllib.loads(EXAMPLE)
+    assert set(data) == set(keywords(ShadowConfig))
+    assert set(data["compare"]) == set(keywords(Compare))
+    assert set(data["targets"][0]) | {"base_url"} == set(keywords(ShadowTarget))
+
+
+def test_every_keyword_has_a_known_kind() -> None:
+    """Every keyword is type-checked, settable from the environment and written by describe()."""
+    for params in (cf._CONFIG, cf._TARGET, cf._COMPARE):
+        assert all(p.kind != "raw" for p in params.values()), params
+
+
+def test_minimal_file_gets_the_constructor_defaults() -> None:
+    assert_same(
+        load(MINIMAL), ShadowConfig([ShadowTarget("churn-v2", url="http://127.0.0.1:5002/predict_shadow")])
+    )
+
+
+def test_compare_fields_as_a_list_of_pointers() -> None:
+    got = load(MINIMAL + '[compare]\nfields = ["/prediction", "/label"]\n')
+    assert got.compare.fields == (("/prediction", "/prediction"), ("/label", "/label"))
+
+
+def test_a_mapping_with_tuples_and_sets_is_accepted() -> None:
+    """In-code data (``base=``) may use tuples and sets where TOML has arrays."""
+    got = config_from_mapping(
+        {
+            "targets": ({"name": "a", "url": "http://h/x"},),
+            "routes": ("POST /a",),
+            "drop_headers": frozenset({"cookie"}),
+        },
+        source="code",
+    )
+    assert got.routes == ("POST /a",) and got.drop_headers == frozenset({"cookie"})
+
+
+# ---- unknown keys -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            MINIMAL.replace("[[targets]]", "max_qeue = 5\n[[targets]]"),
+            "shadow.toml: max_qeue: unknown key (did you mean 'max_queue'?)",
+            id="top-level",
+        ),
+        pytest.param(
+            MINIMAL.replace("[[targets]]", "MAX_QUEUE = 5\n[[targets]]"),
+            "shadow.toml: MAX_QUEUE: unknown key (did you mean 'max_queue'?)",
+            id="top-level-upper-case",
+        ),
+        pytest.param(
+            MINIMAL.replace("[[targets]]", "route = ['POST /x']\n[[targets]]"),
+            "shadow.toml: route: unknown key (did you mean 'routes'?)",
+            id="top-level-singular",
+        ),
+        pytest.param(
+            MINIMAL + '[[targets]]\nname = "b"\nurl = "http://h/x"\ntimout = 2\n',
+            "shadow.toml: targets[1].timout: unknown key (did you mean 'timeout'?)",
+            id="second-target",
+        ),
+        pytest.param(
+            MINIMAL + "[compare]\nabs_tolerance = 0.1\n",
+            "shadow.toml: compare.abs_tolerance: unknown key (did you mean 'abs_tol'?)",
+            id="compare",
+        ),
+        pytest.param(
+            MINIMAL + "[target]\nname = 'x'\n",
+            "shadow.toml: target: unknown key (did you mean 'targets'?)",
+            id="singular-table",
+        ),
+    ],
+)
+def test_unknown_keys_name_the_key_path_and_a_suggestion(text: str, message: str) -> None:
+    assert error_of(load, text) == message
+
+
+def test_an_unknown_key_without_a_close_match_lists_the_keys() -> None:
+    message = error_of(load, MINIMAL + "[compare]\nzzz = 1\n")
+    assert message.startswith(
+        "shadow.toml: compare.zzz: unknown key (expected one of: fields, ignore, abs_tol"
+    )
+
+
+# ---- wrong types ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            'max_queue = "50"\n' + MINIMAL,
+            "shadow.toml: max_queue: expected an integer, got '50'",
+            id="int-str",
+        ),
+        pytest.param(
+            "max_queue = 5.0\n" + MINIMAL,
+            "shadow.toml: max_queue: expected an integer, got 5.0",
+            id="int-float",
+        ),
+        pytest.param(
+            "max_queue = true\n" + MINIMAL,
+            "shadow.toml: max_queue: expected an integer, got True",
+            id="int-bool",
+        ),
+        pytest.param(
+            'enabled = "yes"\n' + MINIMAL,
+            "shadow.toml: enabled: expected true or false, got 'yes'",
+            id="bool-str",
+        ),
+        pytest.param(
+            'drain_timeout = "1"\n' + MINIMAL,
+            "shadow.toml: drain_timeout: expected a number, got '1'",
+            id="float-str",
+        ),
+        pytest.param(
+            'routes = "POST /predict"\n' + MINIMAL,
+            "shadow.toml: routes: expected a list of strings, got 'POST /predict'",
+            id="list-str",
+        ),
+        pytest.param(
+            'routes = ["POST /a", 5]\n' + MINIMAL,
+            "shadow.toml: routes[1]: expected a string, got 5",
+            id="list-item",
+        ),
+        pytest.param(
+            "sample_key = 5\n" + MINIMAL, "shadow.toml: sample_key: expected a string, got 5", id="str-int"
+        ),
+        pytest.param(
+            "correlation_id = 2024-01-01\n" + MINIMAL,
+            "shadow.toml: correlation_id: expected a string, got datetime.date(2024, 1, 1)",
+            id="str-date",
+        ),
+        pytest.param(
+            '[targets]\nname = "a"\nurl = "http://h/x"\n',
+            "shadow.toml: targets: expected an array of tables ([[targets]]), got a single table ([targets])",
+            id="targets-table",
+        ),
+        pytest.param(
+            'targets = ["a"]\n',
+            "shadow.toml: targets[0]: expected a table, got 'a'",
+            id="targets-item",
+        ),
+        pytest.param(
+            "compare = 5\n" + MINIMAL,
+            "shadow.toml: compare: expected a table ([compare]), got 5",
+            id="compare",
+        ),
+        pytest.param(
+            MINIMAL + "timeout = '2'\n",
+            "shadow.toml: targets[0].timeout: expected a number, got '2'",
+            id="target-timeout",
+        ),
+        pytest.param(
+            MINIMAL + "max_concurrency = 2.5\n",
+            "shadow.toml: targets[0].max_concurrency: expected an integer, got 2.5",
+            id="target-int",
+        ),
+        pytest.param(
+            MINIMAL + "headers = ['x']\n",
+            "shadow.toml: targets[0].headers: expected a table of header names to values, got an array",
+            id="headers-array",
+        ),
+        pytest.param(
+            MINIMAL + "[targets.headers]\nX-Retries = 3\n",
+            "shadow.toml: targets[0].headers.X-Retries: expected a string, got 3",
+            id="header-value",
+        ),
+        pytest.param(
+            MINIMAL + "[compare]\nfields = 5\n",
+            "shadow.toml: compare.fields: expected a list of JSON pointers or a table {primary = candidate}, got 5",
+            id="fields",
+        ),
+        pytest.param(
+            MINIMAL + "[compare.fields]\n'/a' = 1\n",
+            "shadow.toml: compare.fields./a: expected a string, got 1",
+            id="fields-mapping-value",
+        ),
+        pytest.param(
+            MINIMAL + "[compare]\nrecord_values = 1\n",
+            "shadow.toml: compare.record_values: expected true or false, got 1",
+            id="compare-bool",
+        ),
+    ],
+)
+def test_wrong_types_name_the_key(text: str, message: str) -> None:
+    assert error_of(load, text) == message
+
+
+def test_the_top_level_must_be_a_table() -> None:
+    assert (
+        error_of(config_from_mapping, ["x"], source="cfg") == "cfg: expected a table of options, got an array"
+    )
+
+
+# ---- constructor validation carries the key path ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            MINIMAL + "sample_rate = 1.5\n",
+            "shadow.toml: targets[0].sample_rate: ShadowTarget.sample_rate: must be in [0, 1], got 1.5",
+            id="target-sample-rate",
+        ),
+        pytest.param(
+            MINIMAL + '[[targets]]\nname = "b"\nurl = "ftp://h/x"\n',
+            "shadow.toml: targets[1].url: ShadowTarget.url: must be an http or https URL, got 'ftp://h/x'",
+            id="second-target-url",
+        ),
+        pytest.param(
+            MINIMAL + 'base_url = "http://h"\n',
+            "shadow.toml: targets[0].url: ShadowTarget.url: give exactly one of url and base_url (target 'churn-v2')",
+            id="url-and-base-url",
+        ),
+        pytest.param(
+            MINIMAL + "[targets.headers]\n'bad name' = 'v'\n",
+            "shadow.toml: targets[0].headers: ShadowTarget.headers: invalid header name 'bad name'",
+            id="header-name",
+        ),
+        pytest.param(
+            'routes = ["POST /a", "predict"]\n' + MINIMAL,
+            "shadow.toml: routes[1]: ShadowConfig.routes[1]: must be 'METHOD /path', got 'predict'",
+            id="route-index",
+        ),
+        pytest.param(
+            "max_queue = -1\n" + MINIMAL,
+            "shadow.toml: max_queue: ShadowConfig.max_queue: must be >= 0, got -1",
+            id="max-queue",
+        ),
+        pytest.param(
+            'sample_key = "cookie:x"\n' + MINIMAL,
+            "shadow.toml: sample_key: ShadowConfig.sample_key: must start with 'header:' or 'json:', got 'cookie:x'",
+            id="sample-key",
+        ),
+        pytest.param(
+            MINIMAL + "[compare]\nabs_tol = -0.1\n",
+            "shadow.toml: compare.abs_tol: Compare.abs_tol: must be >= 0.0, got -0.1",
+            id="compare-abs-tol",
+        ),
+        pytest.param(
+            MINIMAL + "[compare]\nfields = ['prediction']\n",
+            "shadow.toml: compare.fields: Compare.fields: JSON pointer must be empty or start with '/', got 'prediction'",
+            id="compare-pointer",
+        ),
+        pytest.param(
+            MINIMAL + MINIMAL,
+            "shadow.toml: targets: ShadowConfig.targets: duplicate target name 'churn-v2'",
+            id="duplicate-target",
+        ),
+        pytest.param(
+            "targets = []\n",
+            "shadow.toml: targets: ShadowConfig.targets: needs at least one ShadowTarget",
+            id="no-targets",
+        ),
+    ],
+)
+def test_constructor_errors_carry_the_key_path_and_their_own_text(text: str, message: str) -> None:
+    assert error_of(load, text) == message
+
+
+def test_missing_required_keys() -> None:
+    assert error_of(load, "max_queue = 5\n").startswith("shadow.toml: targets: missing; it is required")
+    assert (
+        error_of(load, '[[targets]]\nurl = "http://h/x"\n')
+        == "shadow.toml: targets[0].name: missing; it is required"
+    )
+
+
+# ---- the file itself --------------------------------------------------------------------
+
+
+def test_a_toml_syntax_error_names_the_file_and_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, 'routes = ["POST /predict"]\nmax_queue = 5\nenabled = yes\n')
+    message = error_of(load_toml, path)
+    assert message.startswith(f"{path}: line 3, column 11: invalid TOML: ")
+
+
+def test_a_missing_file_is_a_value_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    assert error_of(load_toml, path) == f"{path}: cannot read the file: No such file or directory"
+
+
+def test_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'sample_key = "header:\xe9"\n')
+    assert error_of(load_toml, path).startswith(f"{path}: not UTF-8 text")
+
+
+# ---- environment ------------------------------------------------------------------------
+
+
+def test_env_overrides_every_kind_of_key() -> None:
+    env = {
+        "SHADOW_MAX_QUEUE": "50",
+        "SHADOW_DRAIN_TIMEOUT": " 1.5 ",
+        "SHADOW_ENABLED": "off",
+        "SHADOW_ROUTES": "POST /predict, POST /score",
+        "SHADOW_DROP_HEADERS": "",
+        "SHADOW_SAMPLE_KEY": "json:/customer_id",
+        "SHADOW_CORRELATION_ID": "",
+        "SHADOW_COMPARE_FIELDS": "/a,/b",
+        "SHADOW_COMPARE_ABS_TOL": "0.01",
+        "SHADOW_COMPARE_THRESHOLD": "0.5",
+        "SHADOW_COMPARE_RECORD_VALUES": "0",
+        "SHADOW_COMPARE_IGNORE": "/id",
+        "SHADOW_TARGET_CHURN_V2_SAMPLE_RATE": "0.1",
+        "SHADOW_TARGET_CHURN_V2_TIMEOUT": "3",
+        "SHADOW_TARGET_CHURN_V2_MAX_CONCURRENCY": "2",
+        "SHADOW_TARGET_CHURN_V2_HEADER_X_API_TOKEN": "t0ken",
+        "SHADOW_TARGET_CHURN_V3_BASE_URL": "http://v3:9000",
+        "SHADOW_TARGETS": "churn-v4",
+        "SHADOW_TARGET_CHURN_V4_URL": "http://v4:9000/predict",
+        "SHADOW_TARGET_CHURN_V4_HEADER_AUTHORIZATION": "Bearer v4",
+        "SHADOW_SPAN_FILE": "spans.jsonl",  # someone else's: ignored
+    }
+    assert env_overrides(env, targets=["churn-v2", "churn-v3"]) == {
+        "max_queue": 50,
+        "drain_timeout": 1.5,
+        "enabled": False,
+        "routes": ["POST /predict", "POST /score"],
+        "drop_headers": [],
+        "sample_key": "json:/customer_id",
+        "correlation_id": None,
+        "compare": {
+            "fields": ["/a", "/b"],
+            "abs_tol": 0.01,
+            "threshold": 0.5,
+            "record_values": False,
+            "ignore": ["/id"],
+        },
+        "targets": [
+            {
+                "name": "churn-v2",
+                "sample_rate": 0.1,
+                "timeout": 3.0,
+                "max_concurrency": 2,
+                "headers": {"x-api-token": "t0ken"},
+            },
+            {"name": "churn-v3", "base_url": "http://v3:9000"},
+            {"name": "churn-v4", "url": "http://v4:9000/predict", "headers": {"authorization": "Bearer v4"}},
+        ],
+    }
+    data = tomllib.loads(EXAMPLE.replace("correlation_id", "# correlation_id"))
+    got = config_from_mapping(apply_env(data, env), source="x")
+    assert got.max_queue == 50 and got.drain_timeout == 1.5 and got.enabled is False
+    assert got.routes == ("POST /predict", "POST /score")
+    assert got.drop_headers == frozenset()
+    assert got.sample_key == "json:/customer_id" and got.correlation_id is None
+    assert got.compare.fields == (("/a", "/a"), ("/b", "/b"))
+    assert (got.compare.abs_tol, got.compare.threshold, got.compare.record_values) == (0.01, 0.5, False)
+    assert got.compare.ignore == ("/id",)
+    assert got.compare.rel_tol == 0.001  # from the file: compare keys are overridden one by one
+    v2, v3, new = got.targets
+    assert (v2.name, v2.sample_rate, v2.timeout, v2.max_concurrency) == ("churn-v2", 0.1, 3.0, 2)
+    assert v2.headers == {"Authorization": "Bearer candidate-secret", "X-Team": "ml", "x-api-token": "t0ken"}
+    assert v2.url == "http://127.0.0.1:5002/predict_shadow"  # untouched
+    assert v3.name == "churn-v3" and v3.base_url == "http://v3:9000" and v3.sample_rate == 0.1
+    # A target the file does not have, declared in SHADOW_TARGETS, is appended.
+    assert (new.name, new.url, new.headers) == (
+        "churn-v4",
+        "http://v4:9000/predict",
+        {"authorization": "Bearer v4"},
+    )
+
+
+def test_env_values_override_file_values_for_targets_by_name() -> None:
+    data = tomllib.loads(EXAMPLE)
+    env = {
+        "SHADOW_TARGET_CHURN_V3_SAMPLE_RATE": "0",
+        "SHADOW_TARGET_CHURN_V2_HEADER_AUTHORIZATION": "Bearer rotated",
+        "SHADOW_TARGET_CHURN_V2_BASE_URL": "http://v2-canary:5002",
+    }
+    got = config_from_mapping(apply_env(data, env), source="x")
+    v2, v3 = got.targets
+    assert v3.sample_rate == 0.0
+    # Headers are matched case-insensitively: the file's spelling stays, no duplicate.
+    assert v2.headers == {"Authorization": "Bearer rotated", "X-Team": "ml"}
+    # A base URL from the environment replaces the file's url (and the other way round).
+    assert v2.base_url == "http://v2-canary:5002" and v2.url is None
+
+
+def test_apply_env_does_not_modify_its_input() -> None:
+    data = tomllib.loads(EXAMPLE)
+    before = tomllib.loads(EXAMPLE)
+    apply_env(
+        data, {"SHADOW_MAX_QUEUE": "1", "SHADOW_COMPARE_ABS_TOL": "1", "SHADOW_TARGET_CHURN_V2_HEADER_A": "b"}
+    )
+    assert data == before
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [(t, True) for t in ("1", "true", "TRUE", "yes", "on")]
+    + [(t, False) for t in ("0", "false", "No", "off")],
+)
+def test_env_booleans(text: str, value: bool) -> None:
+    assert env_overrides({"SHADOW_ENABLED": text}) == {"enabled": value}
+
+
+def test_env_compare_fields_as_a_mapping() -> None:
+    assert env_overrides({"SHADOW_COMPARE_FIELDS": "/churn_probability=/score, /make_offer"}) == {
+        "compare": {"fields": {"/churn_probability": "/score", "/make_offer": "/make_offer"}}
+    }
+
+
+def test_env_only_configuration() -> None:
+    env = {
+        "SHADOW_TARGETS": "churn-v2, shadow.b",
+        "SHADOW_TARGET_CHURN_V2_URL": "http://127.0.0.1:5002/predict_shadow",
+        "SHADOW_TARGET_CHURN_V2_HEADER_AUTHORIZATION": "Bearer x",
+        "SHADOW_TARGET_SHADOW_B_BASE_URL": "http://b:80",
+        "SHADOW_TARGET_SHADOW_B_SAMPLE_RATE": "0.5",
+        "SHADOW_COMPARE_FIELDS": "/prediction",
+    }
+    got = config_from_env(env)
+    want = ShadowConfig(
+        targets=[
+            ShadowTarget(
+                "churn-v2", url="http://127.0.0.1:5002/predict_shadow", headers={"authorization": "Bearer x"}
+            ),
+            ShadowTarget("shadow.b", base_url="http://b:80", sample_rate=0.5),
+        ],
+        compare=Compare(fields=["/prediction"]),
+    )
+    assert_same(got, want)
+
+
+def test_an_env_only_target_needs_a_url() -> None:
+    message = error_of(config_from_env, {"SHADOW_TARGETS": "churn-v2", "SHADOW_TARGET_CHURN_V2_TIMEOUT": "1"})
+    assert (
+        message
+        == "SHADOW_TARGETS: target 'churn-v2' needs SHADOW_TARGET_CHURN_V2_URL or SHADOW_TARGET_CHURN_V2_BASE_URL"
+    )
+
+
+def test_no_targets_anywhere() -> None:
+    message = error_of(config_from_env, {"SHADOW_MAX_QUEUE": "5"})
+    assert message.startswith("environment: targets: missing; it is required")
+    assert "SHADOW_TARGETS" in message
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        pytest.param(
+            {"SHADOW_MAX_QUEUE": "lots"}, "SHADOW_MAX_QUEUE: expected an integer, got 'lots'", id="int"
+        ),
+        pytest.param(
+            {"SHADOW_MAX_QUEUE": "1.5"}, "SHADOW_MAX_QUEUE: expected an integer, got '1.5'", id="int-float"
+        ),
+        pytest.param(
+            {"SHADOW_DRAIN_TIMEOUT": "soon"},
+            "SHADOW_DRAIN_TIMEOUT: expected a number, got 'soon'",
+            id="float",
+        ),
+        pytest.param(
+            {"SHADOW_ENABLED": "maybe"},
+            "SHADOW_ENABLED: expected a boolean (1/0, true/false, yes/no, on/off), got 'maybe'",
+            id="bool",
+        ),
+        pytest.param(
+            {"SHADOW_COMPARE_ABS_TOL": "x"},
+            "SHADOW_COMPARE_ABS_TOL: expected a number, got 'x'",
+            id="compare",
+        ),
+        pytest.param(
+            {"SHADOW_TARGET_CHURN_V2_MAX_CONCURRENCY": "many"},
+            "SHADOW_TARGET_CHURN_V2_MAX_CONCURRENCY: expected an integer, got 'many'",
+            id="target",
+        ),
+        pytest.param(
+            {"SHADOW_MAX_QEUE": "5"},
+            "SHADOW_MAX_QEUE: unknown variable (did you mean 'SHADOW_MAX_QUEUE'?)",
+            id="unknown",
+        ),
+        pytest.param(
+            {"SHADOW_COMPARE_ABSTOL": "5"},
+            "SHADOW_COMPARE_ABSTOL: unknown variable (did you mean 'SHADOW_COMPARE_ABS_TOL'?)",
+            id="unknown-compare",
+        ),
+        pytest.param({"SHADOW_XYZZY": "1"}, "SHADOW_XYZZY: unknown variable", id="unknown-no-suggestion"),
+        pytest.param(
+            {"SHADOW_TARGET_CHURN_V2_TIMOUT": "1"},
+            "SHADOW_TARGET_CHURN_V2_TIMOUT: unknown variable (did you mean 'SHADOW_TARGET_CHURN_V2_TIMEOUT'?)",
+            id="unknown-target-key",
+        ),
+        pytest.param(
+            {"SHADOW_TARGET_CHURN_V3_URL": "http://h/x"},
+            "SHADOW_TARGET_CHURN_V3_URL: unknown variable: no target CHURN_V3 (did you mean "
+            "'SHADOW_TARGET_CHURN_V2_URL'? New targets are declared in SHADOW_TARGETS)",
+            id="unknown-target",
+        ),
+        pytest.param(
+            {"SHADOW_TARGET_CHURN_V2_ZZZ": "1"},
+            "SHADOW_TARGET_CHURN_V2_ZZZ: unknown variable (keys: URL, BASE_URL, SAMPLE_RATE, TIMEOUT, MAX_CONCURRENCY, HEADER_<NAME>)",
+            id="unknown-target-key-no-suggestion",
+        ),
+        pytest.param(
+            {"SHADOW_TARGET_FOO_URL": "http://h/x"},
+            "SHADOW_TARGET_FOO_URL: unknown variable: no such target (targets: 'churn-v2' (SHADOW_TARGET_CHURN_V2_*); declare new targets in SHADOW_TARGETS)",
+            id="unknown-target-no-suggestion",
+        ),
+        pytest.param(
+            {"SHADOW_TARGET_CHURN_V2_HEADER_": "x"},
+            "SHADOW_TARGET_CHURN_V2_HEADER_: no header name after HEADER_",
+            id="empty-header-name",
+        ),
+        pytest.param(
+            {"SHADOW_TARGETS": "a,b,a"}, "SHADOW_TARGETS: target 'a' is declared twice", id="declared-twice"
+        ),
+    ],
+)
+def test_bad_env_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    assert error_of(env_overrides, env, targets=["churn-v2"]) == message
+
+
+def test_a_target_variable_without_targets_says_how_to_declare_them() -> None:
+    message = error_of(env_overrides, {"SHADOW_TARGET_X_URL": "http://h/x"})
+    assert (
+        message
+        == "SHADOW_TARGET_X_URL: unknown variable: no target is configured (declare targets in SHADOW_TARGETS)"
+    )
+
+
+def test_target_names_that_collide_in_the_environment_are_ambiguous() -> None:
+    message = error_of(env_overrides, {"SHADOW_TARGET_A_B_URL": "http://h/x"}, targets=["a-b", "a.b"])
+    assert message == "SHADOW_TARGET_A_B_URL: ambiguous: it can address each of the targets 'a-b', 'a.b'"
+
+
+def test_target_names_that_are_prefixes_of_each_other() -> None:
+    # "a" + BASE_URL, or "a-base" + URL? Both exist: refuse to guess.
+    assert "ambiguous" in error_of(
+        env_overrides, {"SHADOW_TARGET_A_BASE_URL": "http://h"}, targets=["a", "a-base"]
+    )
+    # But "a-b" + URL is the only reading here.
+    assert env_overrides({"SHADOW_TARGET_A_B_URL": "http://h/x"}, targets=["a", "a-b"]) == {
+        "targets": [{"name": "a-b", "url": "http://h/x"}]
+    }
+
+
+def test_foreign_and_unprefixed_variables_are_left_alone() -> None:
+    env = {
+        "SHADOW_CONFIG": "",
+        "SHADOW_SPAN_FILE": "x",
+        "SHADOW_HTTP_CLIENT": "aiohttp",
+        "HOME": "/",
+        "shadow_max_queue": "x",
+    }
+    assert env_overrides(env) == {}
+
+
+def test_constructor_errors_from_the_environment_name_the_variable(tmp_path: Path) -> None:
+    path = write(tmp_path, EXAMPLE)
+    env = {"SHADOW_CONFIG": str(path), "SHADOW_TARGET_CHURN_V2_SAMPLE_RATE": "1.5"}
+    assert error_of(config_from_env, env) == (
+        "SHADOW_TARGET_CHURN_V2_SAMPLE_RATE: targets[0].sample_rate: ShadowTarget.sample_rate: must be in [0, 1], got 1.5"
+    )
+    env = {"SHADOW_CONFIG": str(path), "SHADOW_ROUTES": "POST /a,predict"}
+    assert error_of(config_from_env, env) == (
+        "SHADOW_ROUTES: routes[1]: ShadowConfig.routes[1]: must be 'METHOD /path', got 'predict'"
+    )
+    env = {"SHADOW_CONFIG": str(path), "SHADOW_COMPARE_REL_TOL": "-1"}
+    assert (
+        error_of(config_from_env, env)
+        == "SHADOW_COMPARE_REL_TOL: compare.rel_tol: Compare.rel_tol: must be >= 0.0, got -1.0"
+    )
+    # ... while a bad value that stays in the file is still the file's.
+    env = {"SHADOW_CONFIG": str(path), "SHADOW_TARGET_CHURN_V2_SAMPLE_RATE": "0.5"}
+    bad = write(tmp_path, EXAMPLE.replace("max_concurrency = 8", "max_concurrency = 0"), "bad.toml")
+    env["SHADOW_CONFIG"] = str(bad)
+    assert error_of(config_from_env, env).startswith(
+        f"{bad}: targets[0].max_concurrency: ShadowTarget.max_concurrency:"
+    )
+    # A target declared in SHADOW_TARGETS is the environment's.
+    env = {"SHADOW_TARGETS": "x y", "SHADOW_TARGET_X_Y_URL": "http://h/x"}
+    assert error_of(config_from_env, env).startswith(
+        "SHADOW_TARGETS: targets[0].name: ShadowTarget.name: must be a token"
+    )
+
+
+# ---- config_from_env --------------------------------------------------------------------
+
+
+def test_shadow_config_names_the_file_and_env_overrides_it(tmp_path: Path) -> None:
+    path = write(tmp_path, EXAMPLE)
+    got = config_from_env({"SHADOW_CONFIG": str(path), "SHADOW_MAX_QUEUE": "7", "HOME": "/root"})
+    want = example_by_constructor()
+    assert got.max_queue == 7
+    assert_same(got, ShadowConfig(**{**public_kwargs(want), "max_queue": 7}))
+
+
+def public_kwargs(config: ShadowConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in keywords(ShadowConfig)}
+
+
+def test_config_from_env_reads_os_environ_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in list(os.environ):
+        if var.startswith("SHADOW_"):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("SHADOW_CONFIG", str(write(tmp_path, EXAMPLE)))
+    monkeypatch.setenv("SHADOW_ENABLED", "no")
+    got = config_from_env()
+    assert got.enabled is False and got.max_queue == 200
+
+
+def test_shadow_config_pointing_nowhere(tmp_path: Path) -> None:
+    path = tmp_path / "missing.toml"
+    assert error_of(config_from_env, {"SHADOW_CONFIG": str(path)}).startswith(f"{path}: cannot read the file")
+
+
+def test_base_defaults_under_the_file_under_the_environment(tmp_path: Path) -> None:
+    base = {
+        "targets": [{"name": "dev", "url": "http://localhost:9/x"}],
+        "routes": ["POST /score"],
+        "max_queue": 10,
+        "compare": {"fields": ["/score"], "threshold": 0.5},
+    }
+    # Environment over base.
+    got = config_from_env({"SHADOW_MAX_QUEUE": "20", "SHADOW_TARGET_DEV_TIMEOUT": "1"}, base=base)
+    assert (got.max_queue, got.routes, got.targets[0].name, got.targets[0].timeout) == (
+        20,
+        ("POST /score",),
+        "dev",
+        1.0,
+    )
+    assert base["max_queue"] == 10  # not modified
+    # File over base: its keys replace base's, its [[targets]] replace base's, [compare] merges.
+    path = write(tmp_path, MINIMAL + "[compare]\nabs_tol = 0.1\n")
+    got = config_from_env({"SHADOW_CONFIG": str(path)}, base=base)
+    assert [t.name for t in got.targets] == ["churn-v2"]
+    assert got.routes == ("POST /score",) and got.max_queue == 10
+    assert got.compare.fields == (("/score", "/score"),)
+    assert (got.compare.threshold, got.compare.abs_tol) == (0.5, 0.1)
+    # A bad value that comes from base is blamed on base.
+    message = error_of(config_from_env, {"SHADOW_CONFIG": str(path)}, base={**base, "max_queue": -1})
+    assert message == "base: max_queue: ShadowConfig.max_queue: must be >= 0, got -1"
+
+
+# ---- describe ---------------------------------------------------------------------------
+
+
+def test_describe_masks_header_values_and_round_trips() -> None:
+    config = example_by_constructor()
+    text = describe(config)
+    assert "candidate-secret" not in text and '"***"' in text
+    again = config_from_mapping(tomllib.loads(text), source="describe")
+    assert_same(again, config, mask_headers=True)
+    assert again.targets[0].headers == {"Authorization": "***", "X-Team": "***"}
+
+
+def test_describe_writes_every_key_including_defaults() -> None:
+    config = ShadowConfig([ShadowTarget("a", url="http://h/x")])
+    text = describe(config)
+    data = tomllib.loads(text)
+    for name in keywords(ShadowConfig):
+        if getattr(config, name) is None:
+            assert f"# {name} is not set" in text
+        else:
+            assert name in data
+    assert set(data["compare"]) == set(keywords(Compare)) - {"threshold"}  # None: a comment
+    assert set(data["targets"][0]) == set(keywords(ShadowTarget)) - {"base_url"}
+    assert data["drop_headers"] == sorted(config.drop_headers)
+    assert_same(config_from_mapping(data, source="describe"), config)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param(ShadowConfig([ShadowTarget("a", url="http://h/x")]), id="defaults"),
+        pytest.param(
+            ShadowConfig(
+                [ShadowTarget("a~b_c.d", base_url="http://[::1]:8080/api/", headers={"X-Tok!en": 'q"\\\t'})],
+                routes=["* /{id}", "get /ä"],
+                compare=Compare(
+                    fields=["/a~1b", "/ü/😀", '/"q"'], ignore=[""], threshold=-1e-20, rel_tol=1e-9
+                ),
+                drop_headers=(),
+                sample_key='json:/a"b\\c',
+                correlation_id="header:x-id",
+                max_body_bytes=0,
+                max_queue=0,
+                circuit_failures=0,
+                enabled=False,
+                drain_timeout=0,
+                primary_timeout=1e-3,
+            ),
+            id="awkward-values",
+        ),
+        pytest.param(
+            ShadowConfig(
+                [ShadowTarget("a", url="http://h/x")], compare=Compare(fields={"": "/wrapped", "/x": "/x"})
+            ),
+            id="fields-mapping",
+        ),
+    ],
+)
+def test_describe_round_trips(config: ShadowConfig) -> None:
+    again = config_from_mapping(tomllib.loads(describe(config)), source="describe")
+    assert_same(again, config, mask_headers=True)
+
+
+# ---- the command line -------------------------------------------------------------------
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOW_")}
+    return {**env, **extra}
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shadow_middleware", *args],
+        capture_output=True,
+        text=True,
+        env=env if env is not None else clean_env(),
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_check_config_prints_the_effective_configuration_masked(tmp_path: Path) -> None:
+    path = write(tmp_path, EXAMPLE)
+    done = run_cli("check-config", str(path))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert "candidate-secret" not in done.stdout
+    assert 'Authorization = "***"' in done.stdout
+    assert_same(
+        config_from_mapping(tomllib.loads(done.stdout), source="cli"),
+        example_by_constructor(),
+        mask_headers=True,
+    )
+
+
+def test_cli_check_config_fails_with_the_field_named(tmp_path: Path) -> None:
+    path = write(tmp_path, EXAMPLE.replace("sample_rate = 0.25", "sample_rate = 1.5"))
+    done = run_cli("check-config", str(path))
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == (
+        f"error: {path}: targets[0].sample_rate: ShadowTarget.sample_rate: must be in [0, 1], got 1.5\n"
+    )
+
+
+def test_cli_applies_the_environment_unless_told_not_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, EXAMPLE)
+    for var in list(os.environ):
+        if var.startswith("SHADOW_"):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("SHADOW_MAX_QUEUE", "3")
+    monkeypatch.setenv("SHADOW_SPAN_FILE", "spans.jsonl")
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# environment overrides applied: SHADOW_MAX_QUEUE\n")
+    assert tomllib.loads(out)["max_queue"] == 3
+    assert main(["check-config", "--no-env", str(path)]) == 0
+    assert tomllib.loads(capsys.readouterr().out)["max_queue"] == 200
+    monkeypatch.setenv("SHADOW_MAX_QUEUE", "lots")
+    assert main(["check-config", str(path)]) == 2
+    assert capsys.readouterr().err == "error: SHADOW_MAX_QUEUE: expected an integer, got 'lots'\n"
+
+
+def test_cli_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert main(["no-such-command"]) == 2
+    assert main(["check-config", "--help"]) == 0
+    assert "check-config" in capsys.readouterr().out
+
+
+def test_cli_a_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "timeout = \n")
+    done = run_cli("check-config", str(path))
+    assert done.returncode == 2
+    assert re.match(rf"error: {re.escape(str(path))}: line 4, column \d+: invalid TOML: ", done.stderr)
