@@ -15,6 +15,8 @@ test: $(STAMP)
 	$(BIN)/ruff check shadow_middleware tests examples bench
 	$(BIN)/ruff format --check shadow_middleware tests examples bench
 	$(BIN)/mypy --strict shadow_middleware
+	bench/setup.sh
+	$(BIN)/python -m bench.run --quick  # the bench harness cannot rot: bench-smoke
 	$(BIN)/pytest -q
 
 demo: $(STAMP)
