@@ -112,6 +112,10 @@ def start(
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [*(wrap or []), *_command(example, role, port)], cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT
+            [*(wrap or []), *_command(example, role, port)],
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     return Process(f"{example} {role}", port, proc, log)
