@@ -17,6 +17,7 @@ test: $(STAMP)
 	$(BIN)/mypy --strict shadow_middleware
 	bench/setup.sh
 	$(BIN)/python -m bench.run --quick  # the bench harness cannot rot: bench-smoke
+	tests/setup-browser.sh
 	$(BIN)/pytest -q
 
 demo: $(STAMP)

@@ -274,6 +274,16 @@ def shadow_server(mode: str, delay: float) -> Iterator[int]:
         proc.wait(timeout=10)
 
 
+def settle(proc: Process, limit: float = 30.0) -> None:
+    """Wait until the app is idle: shadow work left over from a run must not land on the next arm."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = cpu_seconds(proc)
+        time.sleep(0.25)
+        if cpu_seconds(proc) - before < 0.005:
+            return
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -312,11 +322,12 @@ def run_framework(framework: str, plan: Plan, body: Path, work: Path) -> dict[st
                 procs = {name: stack.enter_context(app(framework, env, logs)) for name, env in arms.items()}
                 for proc in procs.values():  # warm up every arm
                     wrk(proc.port, body, 1)
+                    settle(proc)
                 for _ in range(plan.reps):
                     for name, proc in procs.items():  # interleaved
                         before = cpu_seconds(proc)
                         r = wrk(proc.port, body, plan.seconds)
-                        time.sleep(0.3)  # let the last shadows finish before reading the CPU
+                        settle(proc)  # the shadow work a run queued is part of its cost
                         r["cpu_us_per_request"] = (cpu_seconds(proc) - before) / r["requests"] * 1e6
                         runs[name].append(r)
             res["throughput"] = {
@@ -347,6 +358,7 @@ def run_framework(framework: str, plan: Plan, body: Path, work: Path) -> dict[st
                 for _ in range(plan.reps):
                     for name, port in ports.items():
                         lat[name].append(hey(port, body, plan.fixed_seconds, rate))
+                        time.sleep(0.5)
             res["latency"] = {
                 name: {k: median([r[k] for r in rs]) for k in ("rps", "p50", "p99", "ok", "not_ok")}
                 for name, rs in lat.items()
@@ -471,14 +483,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="seconds, not minutes: checks the harness works")
     parser.add_argument("--framework", choices=sorted(FRAMEWORKS), action="append")
-    parser.add_argument("--clients", default="aiohttp,httpx", help="shadow HTTP clients to compare in arm 2")
+    parser.add_argument(
+        "--clients", default="mini,aiohttp,httpx", help="shadow HTTP clients to compare in arm 2"
+    )
     args = parser.parse_args(argv)
     for tool in ("wrk", "hey", "nginx", "taskset"):
         if shutil.which(tool) is None:
             print(f"bench: {tool} is missing; run bench/setup.sh (make bench does)", file=sys.stderr)
             return 2
     if args.quick:
-        plan = Plan(reps=1, seconds=1, fixed_seconds=1, stall_seconds=3, clients=("aiohttp",))
+        plan = Plan(reps=1, seconds=1, fixed_seconds=1, stall_seconds=3, clients=("mini",))
         frameworks = args.framework or ["fastapi"]
     else:
         plan = Plan(

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -307,6 +308,37 @@ def main(argv: list[str] | None = None) -> int:
         if not failures
         else ""
     )
+    if not failures and span_file.exists():
+        # The verdict, from the same telemetry plus the labels that "arrived later".
+        html = out / "report.html"
+        rules = [
+            "min_samples = 200",
+            "agreement >= 0.85",
+            "candidate.auc >= primary.auc",
+            "candidate.p99_ms <= 100",
+        ]
+        cmd = [
+            sys.executable,
+            "-m",
+            "shadow_middleware",
+            "report",
+            str(span_file),
+            "--ground-truth",
+            str(labels_file),
+            "--html",
+            str(html),
+        ]
+        for rule in rules:
+            cmd += ["--require", rule]
+        print()
+        print(
+            "$ shadow-middleware report "
+            + " ".join(repr(a) if " " in a else a for a in cmd[4:]).replace(str(ROOT) + "/", "")
+        )
+        sys.stdout.flush()
+        verdict = subprocess.run(cmd, cwd=ROOT, check=False)
+        if verdict.returncode not in (0, 1):
+            failures.append(f"the report command exited with {verdict.returncode}")
     if failures:
         print("DEMO FAILED:", file=sys.stderr)
         for f in failures:

@@ -5,6 +5,8 @@ Commands:
 * ``check-config PATH`` -- validate a TOML configuration file (with the ``SHADOW_*``
   environment overrides applied, unless ``--no-env``) and print the effective
   configuration, header values masked. Exit status 0 when valid, 2 otherwise.
+* ``report SPANS...`` -- summarise shadow spans and apply a promotion policy (see
+  ``shadow_middleware._report``). Exit status 0 promote, 1 do not promote, 2 not enough data.
 
 A command is a function that adds its sub-parser and sets ``run`` (``Namespace -> int``)
 as its default; add it to ``COMMANDS``.
@@ -54,7 +56,30 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[Subparsers], None]] = [_add_check_config]
+def _add_report(commands: Subparsers) -> None:
+    from ._report import add_arguments
+
+    parser = commands.add_parser(
+        "report",
+        help="summarise shadow spans and decide whether to promote the candidate",
+        description=(
+            "Summarise shadow spans (OTLP/JSON lines, plain or gzip) per target and route: outcomes, "
+            "agreement, decision flips, latency, and with --ground-truth the quality of both models; "
+            "then apply a promotion policy. Exit status 0 promote, 1 do not promote, "
+            "2 not enough data or a usage error."
+        ),
+    )
+    add_arguments(parser)
+    parser.set_defaults(run=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ._report import run
+
+    return run(args)
+
+
+COMMANDS: list[Callable[[Subparsers], None]] = [_add_check_config, _add_report]
 
 
 def build_parser() -> argparse.ArgumentParser:

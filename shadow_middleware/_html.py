@@ -1,0 +1,350 @@
+"""A self-contained HTML page for ``shadow-middleware report --html``.
+
+Tables plus inline SVG plots drawn here (no JavaScript, no external CSS, fonts or images): latency
+CDFs of both models, primary vs candidate score scatter, agreement over time, and ROC curves when
+ground truth was given.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import _stats
+
+if TYPE_CHECKING:
+    from ._report import Aggregate, Group
+
+__all__ = ["render_html"]
+
+W, H = 460, 300
+ML, MR, MT, MB = 56, 16, 28, 44
+PRIMARY = "#1f77b4"
+CANDIDATE = "#d62728"
+MAX_POINTS = 400
+
+Point = tuple[float, float]
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    if hi <= lo:
+        return [lo]
+    raw = (hi - lo) / count
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step) * step
+    ticks = []
+    t = first
+    while t <= hi + step * 1e-9:
+        ticks.append(round(t, 12))
+        t += step
+    return ticks
+
+
+def _tick_label(v: float) -> str:
+    if v == 0:
+        return "0"
+    if abs(v) >= 100 or v == int(v):
+        return f"{v:.0f}"
+    return f"{v:.3g}"
+
+
+class _Plot:
+    def __init__(
+        self,
+        title: str,
+        xlabel: str,
+        ylabel: str,
+        xrange: tuple[float, float],
+        yrange: tuple[float, float],
+        xlog: bool = False,
+    ) -> None:
+        self.title, self.xlabel, self.ylabel = title, xlabel, ylabel
+        self.xlog = xlog
+        x0, x1 = xrange
+        if xlog:
+            x0, x1 = math.log10(x0), math.log10(x1)
+        if x1 <= x0:
+            x1 = x0 + 1
+        y0, y1 = yrange
+        if y1 <= y0:
+            y1 = y0 + 1
+        self.x0, self.x1, self.y0, self.y1 = x0, x1, y0, y1
+        self.parts: list[str] = []
+        self.legend: list[tuple[str, str]] = []
+
+    def sx(self, x: float) -> float:
+        if self.xlog:
+            x = math.log10(max(x, 10**self.x0))
+        return ML + (x - self.x0) / (self.x1 - self.x0) * (W - ML - MR)
+
+    def sy(self, y: float) -> float:
+        return H - MB - (y - self.y0) / (self.y1 - self.y0) * (H - MT - MB)
+
+    def polyline(self, points: Sequence[Point], color: str, label: str | None = None, dash: str = "") -> None:
+        if not points:
+            return
+        pts = " ".join(f"{self.sx(x):.1f},{self.sy(y):.1f}" for x, y in points)
+        extra = f' stroke-dasharray="{dash}"' if dash else ""
+        self.parts.append(
+            f'<polyline class="series" points="{pts}" fill="none" stroke="{color}" '
+            f'stroke-width="1.8"{extra}/>'
+        )
+        if label:
+            self.legend.append((label, color))
+
+    def dots(self, points: Sequence[Point], color: str) -> None:
+        self.parts.append(f'<g fill="{color}" fill-opacity="0.35">')
+        self.parts.extend(f'<circle cx="{self.sx(x):.1f}" cy="{self.sy(y):.1f}" r="2"/>' for x, y in points)
+        self.parts.append("</g>")
+
+    def rects(self, bars: Sequence[tuple[float, float, float]], color: str) -> None:
+        for x0, x1, y in bars:
+            left, right = self.sx(x0), self.sx(x1)
+            top, base = self.sy(y), self.sy(self.y0)
+            self.parts.append(
+                f'<rect x="{left:.1f}" y="{top:.1f}" width="{max(right - left - 1, 0.5):.1f}" '
+                f'height="{max(base - top, 0):.1f}" fill="{color}" fill-opacity="0.5"/>'
+            )
+
+    def svg(self, css_class: str) -> str:
+        out = [
+            f'<svg class="plot {css_class}" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+            f'viewBox="0 0 {W} {H}" role="img" aria-label="{_e(self.title)}">',
+            f"<title>{_e(self.title)}</title>",
+            f'<text x="{W / 2}" y="16" text-anchor="middle" font-size="13" font-weight="bold">'
+            f"{_e(self.title)}</text>",
+            f'<rect x="{ML}" y="{MT}" width="{W - ML - MR}" height="{H - MT - MB}" '
+            'fill="none" stroke="#999"/>',
+        ]
+        if self.xlog:
+            xt = [10.0**e for e in range(math.floor(self.x0), math.ceil(self.x1) + 1)]
+            xt = [t for t in xt if self.x0 - 1e-9 <= math.log10(t) <= self.x1 + 1e-9]
+        else:
+            xt = _nice_ticks(self.x0, self.x1)
+        for t in xt:
+            x = self.sx(t)
+            out.append(f'<line x1="{x:.1f}" y1="{H - MB}" x2="{x:.1f}" y2="{H - MB + 4}" stroke="#666"/>')
+            out.append(
+                f'<text x="{x:.1f}" y="{H - MB + 16}" text-anchor="middle" font-size="10">'
+                f"{_tick_label(t)}</text>"
+            )
+        for t in _nice_ticks(self.y0, self.y1):
+            y = self.sy(t)
+            out.append(f'<line x1="{ML - 4}" y1="{y:.1f}" x2="{W - MR}" y2="{y:.1f}" stroke="#eee"/>')
+            out.append(
+                f'<text x="{ML - 6}" y="{y + 3:.1f}" text-anchor="end" font-size="10">{_tick_label(t)}</text>'
+            )
+        out.append(
+            f'<text x="{(ML + W - MR) / 2}" y="{H - 8}" text-anchor="middle" font-size="11">'
+            f"{_e(self.xlabel)}</text>"
+        )
+        out.append(
+            f'<text x="14" y="{(MT + H - MB) / 2}" text-anchor="middle" font-size="11" '
+            f'transform="rotate(-90 14 {(MT + H - MB) / 2})">{_e(self.ylabel)}</text>'
+        )
+        out.extend(self.parts)
+        for i, (label, color) in enumerate(self.legend):
+            y = MT + 14 + 15 * i
+            out.append(
+                f'<line x1="{ML + 10}" y1="{y - 4}" x2="{ML + 28}" y2="{y - 4}" '
+                f'stroke="{color}" stroke-width="3"/>'
+            )
+            out.append(f'<text x="{ML + 33}" y="{y}" font-size="11">{_e(label)}</text>')
+        out.append("</svg>")
+        return "\n".join(out)
+
+
+def _downsample(points: Sequence[Point], limit: int = MAX_POINTS) -> list[Point]:
+    if len(points) <= limit:
+        return list(points)
+    step = (len(points) - 1) / (limit - 1)
+    return [points[round(i * step)] for i in range(limit)]
+
+
+def _cdf(values: Sequence[float]) -> list[Point]:
+    s = sorted(values)
+    n = len(s)
+    return _downsample([(v, (i + 1) / n) for i, v in enumerate(s)])
+
+
+def latency_plot(group: Group) -> str:
+    p, c = group.lat_primary.items, group.lat_candidate.items
+    both = [v for v in (*p, *c) if v > 0]
+    if not both:
+        return '<p class="empty">no latency measurements</p>'
+    lo, hi = min(both), max(both)
+    xlog = hi / lo > 20
+    plot = _Plot(
+        "Latency CDF",
+        "duration (ms)" + (", log scale" if xlog else ""),
+        "fraction of requests",
+        (lo, hi) if xlog else (0.0, hi),
+        (0.0, 1.0),
+        xlog=xlog,
+    )
+    plot.polyline(_cdf([v for v in p if v > 0 or not xlog]), PRIMARY, f"primary (n={group.lat_primary.seen})")
+    plot.polyline(
+        _cdf([v for v in c if v > 0 or not xlog]), CANDIDATE, f"candidate (n={group.lat_candidate.seen})"
+    )
+    return plot.svg("latency")
+
+
+def scatter_plot(group: Group, field: str | None, threshold: float) -> str:
+    pts = group.scatter.items
+    if not pts:
+        return '<p class="empty">no score pairs recorded</p>'
+    vals = [v for pt in pts for v in pt] + [threshold]
+    lo, hi = min(vals), max(vals)
+    if lo >= 0 and hi <= 1:
+        lo, hi = 0.0, 1.0
+    plot = _Plot(f"Scores: {field}", "primary score", "candidate score", (lo, hi), (lo, hi))
+    plot.polyline([(lo, lo), (hi, hi)], "#888", None, dash="4 3")
+    plot.polyline([(threshold, lo), (threshold, hi)], "#bbb", None, dash="2 2")
+    plot.polyline([(lo, threshold), (hi, threshold)], "#bbb", f"threshold {threshold}", dash="2 2")
+    plot.dots(pts, "#444")
+    return plot.svg("scatter")
+
+
+def agreement_plot(group: Group) -> str:
+    width_ns, series = group.timeline.series(max_buckets=40)
+    if not series:
+        return '<p class="empty">no comparisons with timestamps</p>'
+    t0 = series[0][0]
+    width_s = width_ns / 1e9
+    points = [((t - t0) / 1e9 + width_s / 2, m / (m + mm)) for t, m, mm in series if m + mm]
+    xs = [x for x, _ in points]
+    ys = [y for _, y in points]
+    plot = _Plot(
+        f"Agreement over time ({width_s:g} s buckets)",
+        "seconds since first span",
+        "agreement",
+        (0.0, max(xs[-1] + width_s / 2, width_s)),
+        (min(0.0, min(ys)), 1.0),
+    )
+    plot.polyline(
+        points if len(points) > 1 else [(0.0, ys[0]), (width_s, ys[0])], PRIMARY, "match / compared"
+    )
+    plot.dots(points, PRIMARY)
+    return plot.svg("agreement")
+
+
+def roc_plot(group: Group) -> str:
+    rows = group.joined
+    labels = [r[3] for r in rows]
+    p_roc = _stats.roc_curve([r[1] for r in rows], labels)
+    c_roc = _stats.roc_curve([r[2] for r in rows], labels)
+    if not p_roc or not c_roc:
+        return '<p class="empty">ROC needs both classes among the labelled requests</p>'
+    p_auc = _stats.auc([r[1] for r in rows], labels)
+    c_auc = _stats.auc([r[2] for r in rows], labels)
+    plot = _Plot("ROC", "false positive rate", "true positive rate", (0.0, 1.0), (0.0, 1.0))
+    plot.polyline([(0.0, 0.0), (1.0, 1.0)], "#aaa", None, dash="4 3")
+    plot.polyline(_downsample(p_roc), PRIMARY, f"production AUC {_fmt(p_auc, 3)}")
+    plot.polyline(_downsample(c_roc), CANDIDATE, f"candidate AUC {_fmt(c_auc, 3)}")
+    return plot.svg("roc")
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _group_section(g: Mapping[str, Any], group: Group, report: Mapping[str, Any]) -> str:
+    o = g["outcomes"]
+    ci = g["agreement_ci"]
+    parts = [
+        f'<section class="group"><h2>{_e(g["target"])} &middot; {_e(g["route"])} '
+        f'<span class="verdict {_e(g["verdict"])}">{_e(g["verdict"])}</span></h2>'
+    ]
+    summary = [
+        ["exchanges", g["n"]],
+        ["compared (match + mismatch)", g["compared"]],
+        *[[k, o[k]] for k in o],
+        ["agreement", g["agreement"]],
+        ["agreement 95% CI", f"{ci[0]:.4f} - {ci[1]:.4f}" if ci else None],
+        ["decision flip rate", g["flip_rate"]],
+        ["mean |primary - candidate|", g["mean_abs_diff"]],
+        ["max |primary - candidate|", g["max_abs_diff"]],
+        ["error rate", g["error_rate"]],
+        ["timeout rate", g["timeout_rate"]],
+    ]
+    parts.append(_table(summary, ["metric", "value"]))
+    p, c = g["primary"], g["candidate"]
+    lat = [
+        [name, side["latency_n"], side["p50_ms"], side["p95_ms"], side["p99_ms"], side["max_ms"]]
+        for name, side in (("primary", p), ("candidate", c))
+    ]
+    parts.append(_table(lat, ["latency (ms)", "n", "p50", "p95", "p99", "max"]))
+    gt = g["ground_truth"]
+    if gt is not None:
+        rows = [[k, p.get(k), c.get(k)] for k in ("accuracy", "precision", "recall", "f1", "auc", "brier")]
+        mc = gt["mcnemar"]
+        aci = gt["auc_diff_ci"]
+        rows.append(["McNemar p (" + mc["method"] + ")", mc["p_value"], ""])
+        rows.append(
+            [
+                "AUC diff (cand - prod), 95% CI",
+                gt["auc_diff"],
+                f"[{aci[0]:.4f}, {aci[1]:.4f}]" if aci else None,
+            ]
+        )
+        parts.append(f"<p>Ground truth: {gt['n']} requests with both scores and a label.</p>")
+        parts.append(_table(rows, ["metric", "production", "candidate"]))
+    if g["rules"]:
+        parts.append(
+            _table(
+                [[r["status"], r["rule"], r["left"], r["right"]] for r in g["rules"]],
+                ["status", "rule", "left", "right"],
+            )
+        )
+    parts.append('<div class="plots">')
+    parts.append(latency_plot(group))
+    parts.append(scatter_plot(group, report["score_field"], report["threshold"]))
+    parts.append(agreement_plot(group))
+    if gt is not None:
+        parts.append(roc_plot(group))
+    parts.append("</div></section>")
+    return "\n".join(parts)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222}
+table{border-collapse:collapse;margin:8px 16px 8px 0;display:inline-table;vertical-align:top}
+th,td{border:1px solid #ccc;padding:3px 8px;font-size:13px}td{text-align:right}td:first-child{text-align:left}
+.plots svg{margin:6px;border:1px solid #eee;background:#fff}
+.verdict{font-size:14px;padding:2px 8px;border-radius:4px;color:#fff;background:#888}
+.verdict.promote{background:#2a7}.verdict.reject{background:#c33}.verdict.insufficient{background:#d90}
+"""
+
+
+def render_html(report: Mapping[str, Any], agg: Aggregate) -> str:
+    sections = []
+    for g in report["targets"]:
+        group = agg.groups[(g["target"], g["route"])]
+        sections.append(_group_section(g, group, report))
+    policy = report["policy"]
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<title>shadow report</title>"
+        f"<style>{_CSS}</style></head><body>"
+        f'<h1>Shadow report <span class="verdict {_e(report["verdict"])}">{_e(report["verdict"])}</span></h1>'
+        f"<p>{report['spans']} shadow spans; score field {_e(report['score_field'] or 'n/a')}, "
+        f"threshold {_e(report['threshold'])}; min_samples {policy['min_samples']}; "
+        f"{len(policy['require'])} rule(s).</p>" + "\n".join(sections) + "</body></html>\n"
+    )
