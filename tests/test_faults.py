@@ -367,7 +367,10 @@ def test_clients_leaving_mid_body_and_after_it(baseline: dict[str, Any], tmp_pat
             answers = post_all(dep.port, PAYLOADS[:10])
             threads_after = [threads(p) for p in dep.app_pids]
             post_all(dep.port, PAYLOADS[10:20])
-            assert [threads(p) for p in dep.app_pids] == threads_after  # nothing piles up
+            if baseline["example"] == "fastapi":
+                # Nothing piles up. (gunicorn's gthread pool grows lazily per worker, so its
+                # thread count is not a signal there; the CPU and span checks are.)
+                assert [threads(p) for p in dep.app_pids] == threads_after
         shadowed_ok = cand.received  # after the graceful stop: every shadow is done
     assert idle < 0.2, f"{idle:.2f}s of CPU while idle: a busy loop"
     assert_no_impact(baseline, PAYLOADS[:10], answers)
