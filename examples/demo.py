@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         # The verdict, from the same telemetry plus the labels that "arrived later".
         html = out / "report.html"
         rules = [
-            "min_samples = 200",
+            f"min_samples = {min(200, len(payloads))}",
             "agreement >= 0.85",
             "candidate.auc >= primary.auc",
             "candidate.p99_ms <= 100",
