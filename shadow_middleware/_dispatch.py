@@ -122,6 +122,7 @@ class Dispatcher:
         circuit_cooldown: float,
         on_start: Hook,
         on_done: Hook,
+        on_emit: Callable[[Any], None],
         on_error: Callable[[BaseException], None],
     ) -> None:
         self.pid = os.getpid()
@@ -132,9 +133,12 @@ class Dispatcher:
         self._circuit_cooldown = circuit_cooldown
         self._on_start = on_start  # builds the span and final headers, on the loop
         self._on_done = on_done  # compares and emits, on the loop, once both answers are in
+        self._on_emit = on_emit  # emits an outcome decided in a request thread (skipped, dropped)
+        self._emits = 0
+        self._max_emits = max(1000, max_queue)
         self._on_error = on_error
         self._lock = threading.Lock()
-        self._inbox: list[tuple[int, Job, Primary | None]] = []
+        self._inbox: list[tuple[int, Any]] = []
         self._wake_pending = False
         self._waiting = 0
         self._closed = False
@@ -160,7 +164,7 @@ class Dispatcher:
                 job.probe = True
             if state.active < state.target.max_concurrency:
                 state.active += 1
-                self._push_locked(_START, job, None)
+                self._push_locked(_START, job)
             elif self._waiting < self._max_queue:
                 state.waiting.append(job)
                 self._waiting += 1
@@ -181,10 +185,23 @@ class Dispatcher:
                 # Usually production finishes first and the job picks the answer up when its
                 # own call ends: no wake-up. Only a job already waiting needs the loop.
                 if job.awaiting:
-                    self._push_locked(_PRIMARY, job, primary)
+                    self._push_locked(_PRIMARY, job)
 
-    def _push_locked(self, kind: int, job: Job, primary: Primary | None) -> None:
-        self._inbox.append((kind, job, primary))
+    def emit(self, record: Any) -> str | None:
+        """Queue the telemetry of an outcome decided in a request thread, so that span
+        recording and export never run there. Refused (with the reason) when closed or
+        when the backlog is full."""
+        with self._lock:
+            if self._closed:
+                return "closed"
+            if self._emits >= self._max_emits:
+                return "full"
+            self._emits += 1
+            self._push_locked(_EMIT, record)
+        return None
+
+    def _push_locked(self, kind: int, payload: Any) -> None:
+        self._inbox.append((kind, payload))
         if not self._wake_pending:
             self._wake_pending = True
             try:
@@ -207,12 +224,17 @@ class Dispatcher:
             items = self._inbox
             self._inbox = []
             self._wake_pending = False
-        for kind, job, _primary in items:
+        for kind, payload in items:
             try:
                 if kind == _START:
-                    self._start(job)
-                elif job.awaiting:
-                    self._complete(job)
+                    self._start(payload)
+                elif kind == _PRIMARY:
+                    if payload.awaiting:
+                        self._complete(payload)
+                else:
+                    with self._lock:
+                        self._emits -= 1
+                    self._on_emit(payload)
             except BaseException as exc:  # never let one job kill the loop
                 self._on_error(exc)
 
@@ -352,6 +374,7 @@ class Dispatcher:
 
 _START = 0
 _PRIMARY = 1
+_EMIT = 2
 
 
 def _name_native_thread(name: bytes) -> None:

@@ -291,6 +291,7 @@ class Shadow:
                     self.config.circuit_cooldown,
                     on_start=self._on_start,
                     on_done=self._on_done,
+                    on_emit=self._emit_record,
                     on_error=self._internal_error,
                 )
             return self._dispatcher
@@ -319,7 +320,8 @@ class Shadow:
             self._stats[target][outcome] += 1
 
     def _emit_now(self, ex: Exchange, state: TargetState, outcome: str, reason: str) -> None:
-        """Emit an exchange that ends before any shadow call (skipped, dropped)."""
+        """An exchange that ends before any shadow call (skipped, dropped): counted here,
+        its span recorded on the dispatcher thread, never in the request's."""
         target = state.target
         result = Result(
             target.name,
@@ -333,11 +335,32 @@ class Shadow:
             correlation_id=ex.correlation_id,
         )
         self._count(target.name, outcome)
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            self._incomplete[seq] = None
+        record = (result, ex.ctx, ex.headers, time.time_ns(), seq)
+        refused = self._dispatcher_for_process().emit(record)
+        if refused == "closed":
+            self._emit_record(record)  # shutting down: nothing left to protect
+        elif refused is not None:
+            # Backlog full: the outcome is still counted and in the metrics; its span is shed.
+            try:
+                self._telemetry.record_metrics(result)
+            except Exception as exc:
+                self._internal_error(exc)
+            finally:
+                self._retire(seq)
+
+    def _emit_record(self, record: tuple[Result, Any, list[tuple[str, str]], int, int]) -> None:
+        result, ctx, headers, start_ns, seq = record
         try:
-            span = self._telemetry.start_span(ex.ctx, ex.headers, "shadow " + ex.route, time.time_ns())
+            span = self._telemetry.start_span(ctx, headers, "shadow " + result.route, start_ns)
             self._telemetry.finish(span, result)
         except Exception as exc:
             self._internal_error(exc)
+        finally:
+            self._retire(seq)
 
     def _on_start(self, job: Job) -> None:
         # On the dispatcher loop: the span starts with the shadow call, and the call

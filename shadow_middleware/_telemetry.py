@@ -92,6 +92,9 @@ class Telemetry:
             if result.outcome in ("error", "timeout"):
                 span.set_status(Status(StatusCode.ERROR))
         span.end(end_time=end_ns if end_ns is not None else time.time_ns())
+        self.record_metrics(result)
+
+    def record_metrics(self, result: Result) -> None:
         key = (result.target, result.route, result.outcome)
         attrs = self._metric_attrs.get(key)
         if attrs is None:

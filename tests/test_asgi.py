@@ -666,3 +666,24 @@ def test_circuit_breaker_pauses_a_failing_target_and_probes_it_again(
         one()  # probe succeeds, the circuit closes, everything flows again
     assert len(shadow_server.received) == 9
     assert mw.shadow.stats()["match"] == 5
+
+
+def test_skipped_and_dropped_spans_are_recorded_off_the_request_thread(
+    shadow_server: ShadowServer, telemetry: Telemetry
+) -> None:
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    ended_on: list[str] = []
+
+    class ThreadRecorder(SpanProcessor):
+        def on_end(self, span: Any) -> None:
+            ended_on.append(threading.current_thread().name)
+
+    telemetry.tracer_provider.add_span_processor(ThreadRecorder())
+    mw = make(json_app(read_body=False), shadow_server, telemetry)
+    run(drive(mw, http_scope(), [BODY]))  # skipped: body_not_read
+    run(drive(mw, http_scope(headers=[("content-length", "99999999")]), [BODY]))  # skipped: too large
+    assert mw.shadow.flush(5)
+    assert [attrs(s)["shadow.reason"] for s in telemetry.spans()] == ["body_not_read", "body_too_large"]
+    # An exporter that blocks (SimpleSpanProcessor + network) must never block the user's request.
+    assert ended_on == ["shadow-dispatcher", "shadow-dispatcher"]
