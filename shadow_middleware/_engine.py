@@ -669,6 +669,8 @@ class Exchange:
         """A piece of production's response body, as it is sent."""
         if self._broken or self._resp_done:
             return
+        if not self._jobs and (self._body_done or self._over or not self._states):
+            return  # nothing will ever compare this response: do not copy it
         try:
             room = self.shadow.config.max_response_bytes - self._resp_size
             if room > 0 and chunk:
