@@ -8,6 +8,7 @@ benchmark can keep comparing them; neither is a dependency of the package.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from ._http import CandidateResponse, MiniHTTPClient
@@ -49,20 +50,10 @@ class AiohttpClient:
             timeout=aiohttp.ClientTimeout(total=timeout),
             auto_decompress=False,
         ) as resp:
-            chunks: list[bytes] = []
-            size = 0
-            truncated = False
-            while chunk := await resp.content.read(65536):
-                size += len(chunk)
-                if size > self._max:
-                    chunks.append(chunk[: len(chunk) - (size - self._max)])
-                    truncated = True
-                    resp.close()
-                    break
-                chunks.append(chunk)
-            return CandidateResponse(
-                resp.status, resp.headers.get("Content-Encoding", ""), b"".join(chunks), truncated
-            )
+            data, truncated = await _read_capped(resp.content.iter_any(), self._max)
+            if truncated:
+                resp.close()  # unread bytes: never reuse the connection
+            return CandidateResponse(resp.status, resp.headers.get("Content-Encoding", ""), data, truncated)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -99,21 +90,9 @@ class HttpxClient:
         request = self._client.build_request(method, url, headers=headers, content=body, timeout=timeout)
         response = await self._client.send(request, stream=True)
         try:
-            chunks: list[bytes] = []
-            size = 0
-            truncated = False
-            async for chunk in response.aiter_raw():
-                size += len(chunk)
-                if size > self._max:
-                    chunks.append(chunk[: len(chunk) - (size - self._max)])
-                    truncated = True
-                    break
-                chunks.append(chunk)
+            data, truncated = await _read_capped(response.aiter_raw(), self._max)
             return CandidateResponse(
-                response.status_code,
-                response.headers.get("content-encoding", ""),
-                b"".join(chunks),
-                truncated,
+                response.status_code, response.headers.get("content-encoding", ""), data, truncated
             )
         finally:
             await response.aclose()
@@ -122,6 +101,19 @@ class HttpxClient:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+async def _read_capped(chunks: AsyncIterator[bytes], cap: int) -> tuple[bytes, bool]:
+    """At most ``cap`` bytes of a streamed body, and whether there was more."""
+    kept: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > cap:
+            kept.append(chunk[: len(chunk) - (size - cap)])
+            return b"".join(kept), True
+        kept.append(chunk)
+    return b"".join(kept), False
 
 
 class Client(Protocol):

@@ -305,7 +305,7 @@ class MiniHTTPClient:
         self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
         self._all: set[_Connection] = set()
         self._ssl: ssl.SSLContext | None = None
-        self._origins: dict[str, tuple[str, str, int, str, str]] = {}
+        self._origins: dict[str, tuple[str, str, int, str]] = {}
 
     def _split(self, url: str) -> tuple[str, str, int, str, str]:
         """(scheme, host, port, Host header, request target) for ``url``; cached per origin."""
@@ -327,10 +327,10 @@ class MiniHTTPClient:
             port = int(port_text) if port_text else (443 if scheme == "https" else 80)
             default = (scheme == "http" and port == 80) or (scheme == "https" and port == 443)
             host_header = authority if not default else (f"[{host}]" if ":" in host else host)
-            cached = (scheme, host, port, host_header, "")
+            cached = (scheme, host, port, host_header)
             if len(self._origins) < 1024:
                 self._origins[origin] = cached
-        return cached[0], cached[1], cached[2], cached[3], target
+        return (*cached, target)
 
     async def _connect(self, scheme: str, host: str, port: int) -> _Connection:
         loop = asyncio.get_running_loop()
