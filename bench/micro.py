@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.clients import use_client
 from bench.run import Sink, fixed_json_nginx
 from examples.launch import free_port
 from shadow_middleware import Compare, Shadow, ShadowConfig, ShadowTarget
@@ -122,13 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             url = f"http://127.0.0.1:{port}/predict_shadow"
             for variant in args.variants.split(","):
                 client, _, tel = variant.partition(":")
-                os.environ["SHADOW_HTTP_CLIENT"] = client
-                import shadow_middleware._dispatch as dispatch_module
-                from shadow_middleware._client import make_client
-
-                dispatch_module.make_client = (  # type: ignore[assignment]
-                    (lambda _cap: NullClient()) if client == "null" else make_client
-                )
+                use_client(client, (lambda _cap: NullClient()) if client == "null" else None)
                 endpoint = f"http://127.0.0.1:{sink.port}" if tel == "sdk" else None
                 r = measure(url, args.n, args.rate, endpoint)
                 print(f"{variant:<14} {r['cpu_us']:7.1f} us CPU per shadowed request", flush=True)

@@ -250,7 +250,10 @@ def mirror_nginx(workdir: Path, port: int, app_port: int, shadow_port: int) -> N
 
 @contextlib.contextmanager
 def app(framework: str, env: dict[str, str], logs: Path) -> Iterator[Process]:
-    proc = start(framework, "production", env, logs, wrap=PIN_APP)
+    # A client-comparison arm runs the same example through bench.app, which swaps the client.
+    module = "bench.app:app" if "BENCH_HTTP_CLIENT" in env else None
+    env = {**env, "BENCH_EXAMPLE": framework} if module else env
+    proc = start(framework, "production", env, logs, wrap=PIN_APP, module=module)
     try:
         proc.wait_healthy()
         yield proc
@@ -316,7 +319,7 @@ def run_framework(framework: str, plan: Plan, body: Path, work: Path) -> dict[st
                 "unrouted": {**otel, "CANDIDATE_URL": fixed, "SHADOW_ROUTES": "POST /not-this-route"},
             }
             for client in plan.clients:
-                arms[f"shadowed-{client}"] = {**otel, "CANDIDATE_URL": fixed, "SHADOW_HTTP_CLIENT": client}
+                arms[f"shadowed-{client}"] = {**otel, "CANDIDATE_URL": fixed, "BENCH_HTTP_CLIENT": client}
             runs: dict[str, list[dict[str, float]]] = {name: [] for name in arms}
             with contextlib.ExitStack() as stack:
                 procs = {name: stack.enter_context(app(framework, env, logs)) for name, env in arms.items()}

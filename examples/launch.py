@@ -59,8 +59,8 @@ class Process:
         return int(self.proc.returncode or 0)
 
 
-def _command(example: str, role: str, port: int) -> list[str]:
-    module = f"examples.{example}_app.{'app' if role == 'production' else 'candidate'}:app"
+def _command(example: str, role: str, port: int, module: str | None) -> list[str]:
+    module = module or f"examples.{example}_app.{'app' if role == 'production' else 'candidate'}:app"
     if example == "fastapi":
         return [
             str(BIN / "uvicorn"),
@@ -99,10 +99,12 @@ def start(
     log_dir: Path,
     port: int | None = None,
     wrap: list[str] | None = None,
+    module: str | None = None,
 ) -> Process:
     """Start ``role`` ("production" or "candidate") of ``example`` ("fastapi" or "flask").
 
-    ``wrap`` prefixes the command (the benchmark pins servers to a core with ``taskset``).
+    ``wrap`` prefixes the command (the benchmark pins servers to a core with ``taskset``);
+    ``module`` serves another ``module:app`` with the same server settings.
     """
     if example not in EXAMPLES:
         raise ValueError(f"example: must be one of {EXAMPLES}, got {example!r}")
@@ -112,7 +114,7 @@ def start(
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [*(wrap or []), *_command(example, role, port)],
+            [*(wrap or []), *_command(example, role, port, module)],
             cwd=ROOT,
             env=full_env,
             stdout=out,

@@ -6,8 +6,11 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ._config import ShadowConfig
-from ._engine import Exchange, Shadow, engine_for, quote_path
+from ._adapter import Adapter
+from ._engine import Shadow
+from ._outcomes import Reason
+from ._tap import Tap
+from ._wire import quote_path
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -18,7 +21,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 __all__ = ["ShadowASGIMiddleware"]
 
 
-class ShadowASGIMiddleware:
+class ShadowASGIMiddleware(Adapter):
     """Copies requests on configured routes to shadow targets; the app's responses are untouched.
 
     Parameters:
@@ -33,17 +36,7 @@ class ShadowASGIMiddleware:
     and the shadow calls start when the app has read the last byte.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        shadow: Shadow | None = None,
-        config: ShadowConfig | None = None,
-        tracer_provider: Any = None,
-        meter_provider: Any = None,
-    ) -> None:
-        self.app = app
-        self.shadow, self._owns_engine = engine_for(shadow, config, tracer_provider, meter_provider)
+    app: ASGIApp
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,14 +51,14 @@ class ShadowASGIMiddleware:
         if route is None:
             await self.app(scope, receive, send)
             return
-        exchange = _begin(shadow, route, scope)
-        if exchange is None:
+        tap = _begin(shadow, route, scope)
+        if tap is None:
             await self.app(scope, receive, send)
             return
-        await _Responder(self.app, exchange, receive, send).run(scope)
+        await _Responder(self.app, tap, receive, send).run(scope)
 
 
-def _begin(shadow: Shadow, route: str, scope: Scope) -> Exchange | None:
+def _begin(shadow: Shadow, route: str, scope: Scope) -> Tap | None:
     try:
         # Servers send lower-case names, but ASGI does not promise it: never trust the case.
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
@@ -84,21 +77,21 @@ def _begin(shadow: Shadow, route: str, scope: Scope) -> Exchange | None:
             content_length,
         )
     except Exception as exc:  # malformed scope: pass the request through untouched
-        shadow._internal_error(exc)
+        shadow.internal_error(exc)
         return None
 
 
 class _Responder:
-    """Per-request state: the exchange and the two tee channels."""
+    """Per-request state: the tap and the two tee channels."""
 
-    __slots__ = ("app", "exchange", "failure", "receive", "response_done", "send")
+    __slots__ = ("app", "failure", "receive", "response_done", "send", "tap")
 
-    def __init__(self, app: ASGIApp, exchange: Exchange, receive: Receive, send: Send) -> None:
+    def __init__(self, app: ASGIApp, tap: Tap, receive: Receive, send: Send) -> None:
         self.app = app
-        self.exchange = exchange
+        self.tap = tap
         self.receive = receive
         self.send = send
-        self.failure: str | None = None
+        self.failure: Reason | None = None
         self.response_done = False
 
     async def run(self, scope: Scope) -> None:
@@ -106,10 +99,10 @@ class _Responder:
             await self.app(scope, self.receive_tee, self.send_tee)
         except BaseException:
             if self.failure is None and not self.response_done:
-                self.failure = "primary_exception"
+                self.failure = Reason.PRIMARY_EXCEPTION
             raise
         finally:
-            self.exchange.finish(self.failure)
+            self.tap.finish(self.failure)
 
     async def receive_tee(self) -> Message:
         message = await self.receive()
@@ -117,30 +110,30 @@ class _Responder:
         # watch for a disconnect, so the app's own disconnect watchers work as before.
         kind = message.get("type")
         if kind == "http.request":
-            exchange = self.exchange
-            if not exchange.body_done:
-                exchange.feed(message.get("body", b""))
+            tap = self.tap
+            if not tap.body_done:
+                tap.feed(message.get("body", b""))
                 if not message.get("more_body", False):
-                    exchange.body_complete()
+                    tap.body_complete()
         elif kind == "http.disconnect" and not self.response_done:
-            self.failure = "client_disconnect"
+            self.failure = Reason.CLIENT_DISCONNECT
         return message
 
     async def send_tee(self, message: Message) -> None:
         kind = message.get("type")
         if kind == "http.response.body":
-            self.exchange.response_body(message.get("body", b""))
+            self.tap.response_body(message.get("body", b""))
             await self.send(message)
             if not message.get("more_body", False):
                 self.response_done = True
-                self.exchange.response_complete()
+                self.tap.response_complete()
             return
         if kind == "http.response.start":
             encoding = ""
             for name, value in message.get("headers", ()):
                 if name.lower() == b"content-encoding":
                     encoding = value.decode("latin-1")
-            self.exchange.response_start(message.get("status", 0), encoding)
+            self.tap.response_start(message.get("status", 0), encoding)
         await self.send(message)
 
 
@@ -158,5 +151,5 @@ class _LifespanCloser:
             try:
                 await asyncio.to_thread(self.shadow.close, self.shadow.config.drain_timeout)
             except Exception as exc:
-                self.shadow._internal_error(exc)
+                self.shadow.internal_error(exc)
         await self.send(message)

@@ -193,7 +193,7 @@ def compare_bodies(cfg: Compare, primary: bytes, candidate: bytes) -> Diff:
     """Compare two decoded bodies under ``cfg``.
 
     JSON bodies are compared structurally (``fields`` or the whole document minus
-    ``ignore``); when production's body is not JSON the bytes are compared.
+    ``ignore``); when the primary's body is not JSON the bytes are compared.
     """
     diff = Diff()
     p_ok, p_doc = try_json(primary)

@@ -19,9 +19,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ._client import CandidateResponse, make_client
+from ._circuit import Admission, CircuitBreaker
+from ._http import CandidateResponse
+from ._outcomes import Reason
+from ._wire import ShadowURL
 
 if TYPE_CHECKING:
     from ._config import ShadowTarget
@@ -29,13 +33,13 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class Primary:
-    """What production answered (or why there is nothing to compare with)."""
+    """What the primary answered (or why there is nothing to compare with)."""
 
     status: int | None
     content_encoding: str
     body: bytes
     duration_ms: float | None
-    failure: str | None  # a skip reason when production has no usable answer
+    failure: str | None  # a skip reason when the primary has no usable answer
 
 
 class Job:
@@ -47,7 +51,6 @@ class Job:
         "candidate",
         "candidate_ms",
         "error",
-        "exchange",
         "finished",
         "headers",
         "method",
@@ -57,6 +60,7 @@ class Job:
         "span",
         "start_ns",
         "state",
+        "tap",
         "timer",
         "url",
     )
@@ -65,17 +69,16 @@ class Job:
         self,
         state: TargetState,
         method: str,
-        url: str,
-        headers: list[tuple[str, str]],
+        url: ShadowURL,
         body: bytes,
-        exchange: Any,
+        tap: Any,
     ) -> None:
         self.state = state
         self.method = method
         self.url = url
-        self.headers = headers
+        self.headers: list[tuple[str, str]] = []  # set on the loop, with the span's traceparent
         self.body = body
-        self.exchange = exchange  # the request this job copies (owned by the engine)
+        self.tap = tap  # the request this job copies (a Tap; opaque here)
         self.seq = 0
         self.span: Any = None
         self.start_ns = 0
@@ -86,106 +89,129 @@ class Job:
         self.timer: asyncio.TimerHandle | None = None
         self.finished = False
         self.probe = False  # the one job let through a half-open circuit
-        self.awaiting = False  # the candidate answered; production has not (yet)
+        self.awaiting = False  # the candidate answered; the primary has not (yet)
 
 
 class TargetState:
     """Per-process runtime state of one target."""
 
-    __slots__ = ("active", "cooldown", "failures", "open_until", "probing", "rate", "target", "waiting")
+    __slots__ = ("active", "breaker", "rate", "target", "waiting")
 
-    def __init__(self, target: ShadowTarget) -> None:
+    def __init__(self, target: ShadowTarget, rate: float, breaker: CircuitBreaker) -> None:
         self.target = target
-        self.rate = target.sample_rate
+        self.rate = rate  # live: Shadow.set_sample_rate changes it
         self.active = 0  # jobs started (or about to be) and not yet released
         self.waiting: deque[Job] = deque()
-        # Circuit breaker: consecutive failures; while open, jobs are not attempted.
-        self.failures = 0
-        self.open_until = 0.0  # time.monotonic(); 0.0 = closed
-        self.probing = False
-        self.cooldown = 0.0
+        self.breaker = breaker
 
 
-Hook = Callable[[Job], None]
+class HTTPClient(Protocol):
+    """What the dispatcher needs of an HTTP client (``_http.MiniHTTPClient``; the
+    benchmark injects others). Bounded reads and no redirects are the client's job."""
+
+    async def send(
+        self, method: str, url: ShadowURL, headers: list[tuple[str, str]], body: bytes, timeout: float
+    ) -> CandidateResponse: ...
+
+    async def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    """The engine side of the dispatcher, called on the dispatcher's loop only."""
+
+    def start(self, job: Job) -> None:
+        """Just before the call: start the span and set ``job.headers``."""
+
+    def done(self, job: Job) -> None:
+        """Both answers are in (or given up on): compare, count, end the span."""
+
+    def emit(self, record: Any) -> None:
+        """Record the telemetry of an outcome decided in a request thread."""
+
+    def error(self, exc: BaseException) -> None:
+        """One of our own bugs: count it, never raise it."""
+
+
+class _Work(Enum):
+    START = "start"  # a job may start its call
+    PRIMARY = "primary"  # the primary's answer arrived for a job that was waiting for it
+    EMIT = "emit"  # telemetry of an outcome decided in a request thread
 
 
 class Dispatcher:
-    """Runs shadow calls on a private loop; bounded by ``max_queue`` and per-target concurrency."""
+    """Runs shadow calls on a private loop; bounded by ``max_queue`` and per-target concurrency.
+
+    Parameters:
+        states: the per-target state, by target name (shared with the engine).
+        max_queue: jobs that may wait for a free concurrency slot, over all targets.
+        primary_timeout: seconds a finished call waits for the primary's answer.
+        client: a factory called on the loop thread to build the HTTP client.
+        sink: the engine's callbacks (see :class:`Sink`).
+    """
 
     def __init__(
         self,
         states: dict[str, TargetState],
         max_queue: int,
-        max_response_bytes: int,
         primary_timeout: float,
-        circuit_failures: int,
-        circuit_cooldown: float,
-        on_start: Hook,
-        on_done: Hook,
-        on_emit: Callable[[Any], None],
-        on_error: Callable[[BaseException], None],
+        client: Callable[[], HTTPClient],
+        sink: Sink,
     ) -> None:
         self.pid = os.getpid()
         self._states = states
         self._max_queue = max_queue
         self._primary_timeout = primary_timeout
-        self._circuit_failures = circuit_failures
-        self._circuit_cooldown = circuit_cooldown
-        self._on_start = on_start  # builds the span and final headers, on the loop
-        self._on_done = on_done  # compares and emits, on the loop, once both answers are in
-        self._on_emit = on_emit  # emits an outcome decided in a request thread (skipped, dropped)
+        self._sink = sink
         self._emits = 0
         self._max_emits = max(1000, max_queue)
-        self._on_error = on_error
         self._lock = threading.Lock()
-        self._inbox: list[tuple[int, Any]] = []
+        self._inbox: list[tuple[_Work, Any]] = []
         self._wake_pending = False
         self._waiting = 0
         self._closed = False
         self._open: set[Job] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._client = make_client(max_response_bytes)
+        self._client = client()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="shadow-dispatcher", daemon=True)
         self._thread.start()
 
     # ---- called from request threads ---------------------------------------------
 
-    def admit(self, job: Job) -> str | None:
+    def admit(self, job: Job) -> Reason | None:
         """Accept ``job`` (None) or refuse it, returning the drop reason."""
         state = job.state
         with self._lock:
             if self._closed:
-                return "shutdown"
-            if state.open_until:
-                if state.probing or time.monotonic() < state.open_until:
-                    return "circuit_open"
-                state.probing = True  # half-open: this job probes whether the target is back
-                job.probe = True
+                return Reason.SHUTDOWN
+            admission = state.breaker.admit()
+            if admission is Admission.REFUSE:
+                return Reason.CIRCUIT_OPEN
+            job.probe = admission is Admission.PROBE
             if state.active < state.target.max_concurrency:
                 state.active += 1
-                self._push_locked(_START, job)
+                self._push_locked(_Work.START, job)
             elif self._waiting < self._max_queue:
                 state.waiting.append(job)
                 self._waiting += 1
             else:
                 if job.probe:
-                    state.probing = False
-                return "queue_full"
+                    state.breaker.cancel_probe()
+                return Reason.QUEUE_FULL
             self._open.add(job)
         return None
 
     def deliver(self, jobs: list[Job], primary: Primary) -> None:
-        """Hand production's answer to the jobs of one request."""
+        """Hand the primary's answer to the jobs of one request."""
         with self._lock:
             if self._closed:
                 return
             for job in jobs:
                 job.primary = primary
-                # Usually production finishes first and the job picks the answer up when its
+                # Usually the primary finishes first and the job picks the answer up when its
                 # own call ends: no wake-up. Only a job already waiting needs the loop.
                 if job.awaiting:
-                    self._push_locked(_PRIMARY, job)
+                    self._push_locked(_Work.PRIMARY, job)
 
     def emit(self, record: Any) -> str | None:
         """Queue the telemetry of an outcome decided in a request thread, so that span
@@ -197,10 +223,10 @@ class Dispatcher:
             if self._emits >= self._max_emits:
                 return "full"
             self._emits += 1
-            self._push_locked(_EMIT, record)
+            self._push_locked(_Work.EMIT, record)
         return None
 
-    def _push_locked(self, kind: int, payload: Any) -> None:
+    def _push_locked(self, kind: _Work, payload: Any) -> None:
         self._inbox.append((kind, payload))
         if not self._wake_pending:
             self._wake_pending = True
@@ -226,17 +252,17 @@ class Dispatcher:
             self._wake_pending = False
         for kind, payload in items:
             try:
-                if kind == _START:
+                if kind is _Work.START:
                     self._start(payload)
-                elif kind == _PRIMARY:
+                elif kind is _Work.PRIMARY:
                     if payload.awaiting:
                         self._complete(payload)
                 else:
                     with self._lock:
                         self._emits -= 1
-                    self._on_emit(payload)
+                    self._sink.emit(payload)
             except BaseException as exc:  # never let one job kill the loop
-                self._on_error(exc)
+                self._sink.error(exc)
 
     def _start(self, job: Job) -> None:
         if job.finished:
@@ -248,13 +274,13 @@ class Dispatcher:
     async def _call(self, job: Job) -> None:
         started = time.perf_counter()
         try:
-            self._on_start(job)
+            self._sink.start(job)
             target = job.state.target
             job.candidate = await self._client.send(
                 job.method, job.url, job.headers, job.body, target.timeout
             )
         except asyncio.CancelledError:
-            job.error = "shutdown"
+            job.error = Reason.SHUTDOWN
             raise
         except TimeoutError:
             job.error = "timeout"
@@ -284,36 +310,17 @@ class Dispatcher:
 
     def _record_health(self, job: Job) -> None:
         """Feed the circuit breaker: no answer or a 5xx is a failure, any other answer a success."""
-        if self._circuit_failures <= 0:
-            return
-        state = job.state
-        if job.error == "shutdown":
+        if job.error == Reason.SHUTDOWN:
             failed: bool | None = None
         else:
             failed = job.error is not None or job.candidate is None or job.candidate.status >= 500
         with self._lock:
-            if job.probe:
-                state.probing = False
-            if failed is None:
-                return
-            if not failed:
-                state.failures = 0
-                state.open_until = 0.0
-                state.cooldown = 0.0
-                return
-            state.failures += 1
-            if job.probe:
-                # Still down: stay open, twice as long each time, at most a minute.
-                state.cooldown = min(max(state.cooldown, self._circuit_cooldown) * 2, 60.0)
-                state.open_until = time.monotonic() + state.cooldown
-            elif state.failures >= self._circuit_failures and not state.open_until:
-                state.cooldown = self._circuit_cooldown
-                state.open_until = time.monotonic() + state.cooldown
+            job.state.breaker.record(failed, job.probe)
 
     def _primary_gave_up(self, job: Job) -> None:
         with self._lock:
             if job.primary is None:
-                job.primary = Primary(None, "", b"", None, "primary_timeout")
+                job.primary = Primary(None, "", b"", None, Reason.PRIMARY_TIMEOUT)
         self._complete(job)
 
     def _complete(self, job: Job) -> None:
@@ -325,9 +332,9 @@ class Dispatcher:
         with self._lock:
             self._open.discard(job)
         try:
-            self._on_done(job)
+            self._sink.done(job)
         except BaseException as exc:
-            self._on_error(exc)
+            self._sink.error(exc)
 
     # ---- shutdown ----------------------------------------------------------------
 
@@ -354,9 +361,9 @@ class Dispatcher:
                     self._waiting = 0
                 for job in leftover:
                     if job.error is None and job.candidate is None:
-                        job.error = "shutdown"
+                        job.error = Reason.SHUTDOWN
                     if job.primary is None:
-                        job.primary = Primary(None, "", b"", None, "shutdown")
+                        job.primary = Primary(None, "", b"", None, Reason.SHUTDOWN)
                     self._complete(job)
                 await self._client.close()
             finally:
@@ -370,11 +377,6 @@ class Dispatcher:
         done.wait(timeout + 2.0)
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=2.0)
-
-
-_START = 0
-_PRIMARY = 1
-_EMIT = 2
 
 
 def _name_native_thread(name: bytes) -> None:

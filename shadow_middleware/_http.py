@@ -16,6 +16,9 @@ import asyncio
 import ssl
 from collections import deque
 from dataclasses import dataclass
+from enum import Enum
+
+from ._wire import ShadowURL
 
 
 @dataclass(slots=True)
@@ -38,6 +41,25 @@ class IncompleteResponse(Exception):
     """The connection closed before the announced body arrived."""
 
 
+class _Stage(Enum):
+    """Where the parser is in one response."""
+
+    HEAD = "head"
+    BODY_BY_LENGTH = "body by length"
+    CHUNKED = "chunked"
+    UNTIL_CLOSE = "until close"
+    DONE = "done"
+
+
+class _Chunk(Enum):
+    """Where the parser is inside chunked framing."""
+
+    SIZE_LINE = "size line"
+    DATA = "data"
+    DATA_CRLF = "CRLF after data"
+    TRAILERS = "trailers"
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; parses one response at a time."""
 
@@ -53,12 +75,12 @@ class _Connection(asyncio.Protocol):
         self._reset_state()
 
     def _reset_state(self) -> None:
-        self._state = 0  # 0 head, 1 body by length, 2 chunked, 3 until close, 4 done
+        self._stage = _Stage.HEAD
         self._status = 0
         self._encoding = ""
         self._keep_alive = True
         self._remaining = 0  # body bytes still expected (length) / in the current chunk
-        self._chunk_stage = 0  # chunked: 0 size line, 1 data, 2 CRLF after data, 3 trailers
+        self._chunk = _Chunk.SIZE_LINE
         self._body = bytearray()
         self._truncated = False
 
@@ -122,7 +144,7 @@ class _Connection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        return self._state == 4 and self._keep_alive and not self._truncated and not self.closed
+        return self._stage is _Stage.DONE and self._keep_alive and not self._truncated and not self.closed
 
     def _fail(self, exc: Exception) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -130,7 +152,7 @@ class _Connection(asyncio.Protocol):
         self.abort()
 
     def _finish(self) -> None:
-        self._state = 4
+        self._stage = _Stage.DONE
         if self._buf:  # bytes after the response: framing is off, do not reuse
             self._keep_alive = False
         if self.waiter is not None and not self.waiter.done():
@@ -148,7 +170,7 @@ class _Connection(asyncio.Protocol):
 
     def _parse(self, eof: bool) -> None:
         while True:
-            if self._state == 0:
+            if self._stage is _Stage.HEAD:
                 end = self._buf.find(b"\r\n\r\n")
                 if end < 0:
                     if len(self._buf) > _MAX_HEAD:
@@ -160,7 +182,7 @@ class _Connection(asyncio.Protocol):
                 del self._buf[: end + 4]
                 if not self._head(head):
                     continue  # a 1xx interim response: the real one follows
-            if self._state == 1:
+            if self._stage is _Stage.BODY_BY_LENGTH:
                 take = min(self._remaining, len(self._buf))
                 if take:
                     self._keep(self._buf[:take])
@@ -174,11 +196,11 @@ class _Connection(asyncio.Protocol):
                 elif eof:
                     raise BadHTTPResponse("connection closed before the announced body arrived")
                 return
-            if self._state == 2:
+            if self._stage is _Stage.CHUNKED:
                 if not self._chunked(eof):
                     return
                 continue
-            if self._state == 3:
+            if self._stage is _Stage.UNTIL_CLOSE:
                 if self._buf:
                     self._keep(self._buf)
                     self._buf.clear()
@@ -232,17 +254,17 @@ class _Connection(asyncio.Protocol):
         if self._head_only or status in (204, 304) or status == 101:
             self._finish()
         elif chunked:
-            self._state, self._chunk_stage = 2, 0
+            self._stage, self._chunk = _Stage.CHUNKED, _Chunk.SIZE_LINE
         elif length is not None:
-            self._state, self._remaining = 1, length
+            self._stage, self._remaining = _Stage.BODY_BY_LENGTH, length
         else:
-            self._state = 3  # until the server closes
+            self._stage = _Stage.UNTIL_CLOSE
         return True
 
     def _chunked(self, eof: bool) -> bool:
         """Advance through chunked framing; False when more bytes are needed."""
         while True:
-            if self._chunk_stage == 0:
+            if self._chunk is _Chunk.SIZE_LINE:
                 end = self._buf.find(b"\r\n")
                 if end < 0:
                     if len(self._buf) > 4096 or eof:
@@ -257,10 +279,10 @@ class _Connection(asyncio.Protocol):
                 if size < 0:
                     raise BadHTTPResponse("invalid chunk size")
                 if size == 0:
-                    self._chunk_stage = 3
+                    self._chunk = _Chunk.TRAILERS
                 else:
-                    self._remaining, self._chunk_stage = size, 1
-            elif self._chunk_stage == 1:
+                    self._remaining, self._chunk = size, _Chunk.DATA
+            elif self._chunk is _Chunk.DATA:
                 take = min(self._remaining, len(self._buf))
                 if take:
                     self._keep(self._buf[:take])
@@ -274,8 +296,8 @@ class _Connection(asyncio.Protocol):
                     if eof:
                         raise BadHTTPResponse("connection closed inside a chunk")
                     return False
-                self._chunk_stage = 2
-            elif self._chunk_stage == 2:
+                self._chunk = _Chunk.DATA_CRLF
+            elif self._chunk is _Chunk.DATA_CRLF:
                 if len(self._buf) < 2:
                     if eof:
                         raise BadHTTPResponse("connection closed inside a chunk")
@@ -283,7 +305,7 @@ class _Connection(asyncio.Protocol):
                 if self._buf[:2] != b"\r\n":
                     raise BadHTTPResponse("missing CRLF after a chunk")
                 del self._buf[:2]
-                self._chunk_stage = 0
+                self._chunk = _Chunk.SIZE_LINE
             else:  # trailers, up to an empty line
                 end = self._buf.find(b"\r\n")
                 if end < 0:
@@ -305,32 +327,6 @@ class MiniHTTPClient:
         self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
         self._all: set[_Connection] = set()
         self._ssl: ssl.SSLContext | None = None
-        self._origins: dict[str, tuple[str, str, int, str]] = {}
-
-    def _split(self, url: str) -> tuple[str, str, int, str, str]:
-        """(scheme, host, port, Host header, request target) for ``url``; cached per origin."""
-        scheme_end = url.find("://")
-        path_start = url.find("/", scheme_end + 3)
-        if path_start < 0:
-            path_start = len(url)
-        origin = url[:path_start]
-        target = url[path_start:] or "/"
-        cached = self._origins.get(origin)
-        if cached is None:
-            scheme = url[:scheme_end]
-            authority = url[scheme_end + 3 : path_start]
-            if authority.startswith("["):
-                host, _, port_text = authority[1:].partition("]")
-                port_text = port_text.lstrip(":")
-            else:
-                host, _, port_text = authority.rpartition(":") if ":" in authority else (authority, "", "")
-            port = int(port_text) if port_text else (443 if scheme == "https" else 80)
-            default = (scheme == "http" and port == 80) or (scheme == "https" and port == 443)
-            host_header = authority if not default else (f"[{host}]" if ":" in host else host)
-            cached = (scheme, host, port, host_header)
-            if len(self._origins) < 1024:
-                self._origins[origin] = cached
-        return (*cached, target)
 
     async def _connect(self, scheme: str, host: str, port: int) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -348,13 +344,13 @@ class MiniHTTPClient:
     async def send(
         self,
         method: str,
-        url: str,
+        url: ShadowURL,
         headers: list[tuple[str, str]],
         body: bytes,
         timeout: float,
     ) -> CandidateResponse:
-        scheme, host, port, host_header, target = self._split(url)
-        lines = [f"{method} {target} HTTP/1.1\r\nHost: {host_header}\r\n"]
+        scheme, host, port = url.scheme, url.host, url.port
+        lines = [f"{method} {url.target} HTTP/1.1\r\nHost: {url.host_header}\r\n"]
         for name, value in headers:
             if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
                 continue  # never let a header value smuggle a line

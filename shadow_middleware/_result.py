@@ -6,8 +6,6 @@ from dataclasses import dataclass, field
 
 from ._compare import AttrValue
 
-OUTCOMES = ("match", "mismatch", "error", "timeout", "dropped", "skipped")
-
 
 @dataclass(slots=True)
 class Result:
@@ -17,8 +15,8 @@ class Result:
     url: str
     server_address: str
     server_port: int
-    outcome: str = "skipped"
-    reason: str | None = None  # why dropped / skipped
+    outcome: str = "skipped"  # an _outcomes.Outcome
+    reason: str | None = None  # why dropped / skipped: an _outcomes.Reason
     primary_status: int | None = None
     candidate_status: int | None = None
     primary_ms: float | None = None

@@ -40,7 +40,7 @@ class Telemetry:
             unit="s",
             description="Duration of the shadow (candidate) HTTP exchange.",
         )
-        # Two measurements per exchange, no more: each costs ~10 us in the SDK. Production
+        # Two measurements per exchange, no more: each costs ~10 us in the SDK. The primary
         # latency and diff counts are on the spans.
         self._metric_attrs: dict[tuple[str, str, str], dict[str, str]] = {}
 
@@ -62,7 +62,7 @@ class Telemetry:
                 carrier.setdefault(key, value)
             parent = propagate.extract(carrier)
         if self._link:
-            # Its own trace, linked to the request: production traces stay untouched.
+            # Its own trace, linked to the request: the primary traces stay untouched.
             request = trace.get_current_span(parent).get_span_context()
             links = [trace.Link(request)] if request.is_valid else None
             return self._tracer.start_span(
@@ -79,7 +79,7 @@ class Telemetry:
             return {}
         return {"traceparent": f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"}
 
-    def finish(self, span: Span | None, result: Result, end_ns: int | None = None) -> None:
+    def finish(self, span: Span | None, result: Result) -> None:
         """Record ``result`` on ``span`` (starting one if needed), end it, and count it."""
         if span is None:
             span = self._tracer.start_span(
@@ -91,11 +91,11 @@ class Telemetry:
             span.set_attributes(_span_attributes(result))
             if result.outcome in ("error", "timeout"):
                 span.set_status(Status(StatusCode.ERROR))
-        span.end(end_time=end_ns if end_ns is not None else time.time_ns())
+        span.end(end_time=time.time_ns())
         self.record_metrics(result)
 
     def record_metrics(self, result: Result) -> None:
-        key = (result.target, result.route, result.outcome)
+        key = (result.target, result.route, str(result.outcome))
         attrs = self._metric_attrs.get(key)
         if attrs is None:
             attrs = {"shadow.target": key[0], "shadow.route": key[1], "shadow.outcome": key[2]}
@@ -110,14 +110,14 @@ def _span_attributes(r: Result) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         "shadow.target": r.target,
         "shadow.route": r.route,
-        "shadow.outcome": r.outcome,
+        "shadow.outcome": str(r.outcome),
         "http.request.method": r.method,
         "url.full": r.url,
         "server.address": r.server_address,
         "server.port": r.server_port,
     }
     if r.reason is not None:
-        attrs["shadow.reason"] = r.reason
+        attrs["shadow.reason"] = str(r.reason)
     if r.primary_status is not None:
         attrs["shadow.primary.status_code"] = r.primary_status
     if r.primary_ms is not None:

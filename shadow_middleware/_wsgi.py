@@ -6,8 +6,11 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
-from ._config import ShadowConfig
-from ._engine import Exchange, Shadow, engine_for, quote_path
+from ._adapter import Adapter
+from ._engine import Shadow
+from ._outcomes import Reason
+from ._tap import Tap
+from ._wire import quote_path
 
 __all__ = ["ShadowWSGIMiddleware"]
 
@@ -16,7 +19,7 @@ StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-class ShadowWSGIMiddleware:
+class ShadowWSGIMiddleware(Adapter):
     """Copies requests on configured routes to shadow targets; the app's responses are untouched.
 
     Parameters:
@@ -33,17 +36,7 @@ class ShadowWSGIMiddleware:
     always called.
     """
 
-    def __init__(
-        self,
-        app: WSGIApp,
-        *,
-        shadow: Shadow | None = None,
-        config: ShadowConfig | None = None,
-        tracer_provider: Any = None,
-        meter_provider: Any = None,
-    ) -> None:
-        self.app = app
-        self.shadow, self._owns_engine = engine_for(shadow, config, tracer_provider, meter_provider)
+    app: WSGIApp
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         shadow = self.shadow
@@ -55,13 +48,13 @@ class ShadowWSGIMiddleware:
         route = shadow.match(method, path_info)
         if route is None:
             return self.app(environ, start_response)
-        exchange, length = _begin(shadow, route, environ)
-        if exchange is None:
+        tap, length = _begin(shadow, route, environ)
+        if tap is None:
             return self.app(environ, start_response)
-        return _run(self.app, exchange, length, environ, start_response)
+        return _run(self.app, tap, length, environ, start_response)
 
 
-def _begin(shadow: Shadow, route: str, environ: dict[str, Any]) -> tuple[Exchange | None, int | None]:
+def _begin(shadow: Shadow, route: str, environ: dict[str, Any]) -> tuple[Tap | None, int | None]:
     try:
         headers = []
         for key, value in environ.items():
@@ -76,7 +69,7 @@ def _begin(shadow: Shadow, route: str, environ: dict[str, Any]) -> tuple[Exchang
             headers.append(("content-length", raw_length))
         raw = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1", "replace")
         path = quote_path(raw.decode("utf-8", "replace"))
-        exchange = shadow.begin(
+        tap = shadow.begin(
             route,
             environ.get("REQUEST_METHOD", "GET"),
             path,
@@ -84,15 +77,15 @@ def _begin(shadow: Shadow, route: str, environ: dict[str, Any]) -> tuple[Exchang
             headers,
             length,
         )
-        return exchange, length
+        return tap, length
     except Exception as exc:  # malformed environ: pass the request through untouched
-        shadow._internal_error(exc)
+        shadow.internal_error(exc)
         return None, None
 
 
 def _run(
     app: WSGIApp,
-    exchange: Exchange,
+    tap: Tap,
     length: int | None,
     environ: dict[str, Any],
     start_response: StartResponse,
@@ -100,9 +93,9 @@ def _run(
     stream = environ.get("wsgi.input")
     if stream is None or length == 0 or (length is None and not environ.get("wsgi.input_terminated")):
         # No body to read (PEP 3333: without CONTENT_LENGTH the app must not read).
-        exchange.body_complete()
+        tap.body_complete()
     else:
-        environ["wsgi.input"] = _TeeInput(stream, exchange, length)
+        environ["wsgi.input"] = _TeeInput(stream, tap, length)
 
     def start_response_tee(
         status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
@@ -111,11 +104,11 @@ def _run(
         for name, value in headers:
             if name.lower() == "content-encoding":
                 encoding = value
-        exchange.response_start(_status_code(status), encoding)
+        tap.response_start(_status_code(status), encoding)
         write = start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
 
         def write_tee(data: bytes) -> object:
-            exchange.response_body(data)
+            tap.response_body(data)
             return write(data)
 
         return write_tee
@@ -123,9 +116,9 @@ def _run(
     try:
         iterable = app(environ, start_response_tee)
     except BaseException:
-        exchange.finish("primary_exception")
+        tap.finish(Reason.PRIMARY_EXCEPTION)
         raise
-    return _TeeIterable(iterable, exchange)
+    return _TeeIterable(iterable, tap)
 
 
 def _status_code(status: str) -> int:
@@ -136,11 +129,11 @@ def _status_code(status: str) -> int:
 class _TeeInput:
     """``wsgi.input`` as the app sees it: the same bytes, copied (capped) on the way."""
 
-    __slots__ = ("_done", "_exchange", "_length", "_seen", "_stream")
+    __slots__ = ("_done", "_length", "_seen", "_stream", "_tap")
 
-    def __init__(self, stream: Any, exchange: Exchange, length: int | None) -> None:
+    def __init__(self, stream: Any, tap: Tap, length: int | None) -> None:
         self._stream = stream
-        self._exchange = exchange
+        self._tap = tap
         self._length = length  # None: chunked, read until EOF
         self._seen = 0
         self._done = False
@@ -150,27 +143,27 @@ class _TeeInput:
         # body is complete after it even though no empty read will follow.
         if self._done:
             return
-        exchange = self._exchange
+        tap = self._tap
         if data:
-            exchange.feed(data)
+            tap.feed(data)
             self._seen += len(data)
             if (self._length is not None and self._seen >= self._length) or (to_eof and self._length is None):
                 self._done = True
-                exchange.body_complete()
+                tap.body_complete()
         elif asked is None or asked != 0:
             # EOF. With a known length this is a client that went away mid-body: the
             # exchange stays incomplete and ends as skipped.
             self._done = True
             if self._length is None:
-                exchange.body_complete()
+                tap.body_complete()
             else:
-                exchange.disconnected()
+                tap.disconnected()
 
     def _gone(self) -> None:
         # The server's stream raised (gunicorn: the client hung up mid-body).
         if not self._done:
             self._done = True
-            self._exchange.disconnected()
+            self._tap.disconnected()
 
     def read(self, size: int | None = -1) -> bytes:
         try:
@@ -228,11 +221,11 @@ class _TeeInput:
 class _TeeIterable:
     """The app's response iterable, copied (capped) as the server sends it."""
 
-    __slots__ = ("_done", "_exchange", "_failed", "_iterable", "_iterator")
+    __slots__ = ("_done", "_failed", "_iterable", "_iterator", "_tap")
 
-    def __init__(self, iterable: Iterable[bytes], exchange: Exchange) -> None:
+    def __init__(self, iterable: Iterable[bytes], tap: Tap) -> None:
         self._iterable = iterable
-        self._exchange = exchange
+        self._tap = tap
         self._iterator: Iterator[bytes] | None = None
         self._failed = False
         self._done = False
@@ -252,12 +245,12 @@ class _TeeIterable:
             chunk = next(self._iterator)
         except StopIteration:
             self._done = True
-            self._exchange.response_complete()
+            self._tap.response_complete()
             raise
         except BaseException:
             self._failed = True
             raise
-        self._exchange.response_body(chunk)
+        self._tap.response_body(chunk)
         return chunk
 
     def close(self) -> None:
@@ -267,8 +260,8 @@ class _TeeIterable:
                 close()
         finally:
             if self._failed:
-                self._exchange.finish("primary_exception")
+                self._tap.finish(Reason.PRIMARY_EXCEPTION)
             elif not self._done:
-                self._exchange.finish("client_disconnect")
+                self._tap.finish(Reason.CLIENT_DISCONNECT)
             else:
-                self._exchange.finish()
+                self._tap.finish()

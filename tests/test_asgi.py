@@ -610,7 +610,7 @@ def test_disabled_config_is_a_pure_pass_through(shadow_server: ShadowServer, tel
 def test_internal_errors_are_contained(
     shadow_server: ShadowServer, telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shadow_middleware._engine as engine_mod
+    import shadow_middleware._judge as engine_mod
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("bug in our comparison")

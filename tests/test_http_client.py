@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from shadow_middleware._http import BadHTTPResponse, IncompleteResponse, MiniHTTPClient
+from shadow_middleware._wire import ShadowURL
 
 Script = Callable[[socket.socket, bytes], bool]  # (connection, request bytes) -> keep serving?
 
@@ -59,8 +60,8 @@ class RawServer:
                 except OSError:
                     return
 
-    def url(self, path: str = "/p?q=1") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+    def url(self, path: str = "/p?q=1") -> ShadowURL:
+        return ShadowURL("http", "127.0.0.1", self.port, f"127.0.0.1:{self.port}", path)
 
     def close(self) -> None:
         self.stop.set()
@@ -85,7 +86,7 @@ def run(coro: object) -> object:
 
 
 async def send_many(
-    url: str, n: int, cap: int = 1 << 20, timeout: float = 2.0, method: str = "POST"
+    url: ShadowURL, n: int, cap: int = 1 << 20, timeout: float = 2.0, method: str = "POST"
 ) -> list[object]:
     client = MiniHTTPClient(cap)
     out: list[object] = []

@@ -1,23 +1,25 @@
-"""Shadow HTTP clients, used only from the dispatcher's own event loop.
+"""The shadow HTTP clients the benchmark compares with the package's own.
 
-The default is :class:`~shadow_middleware._http.MiniHTTPClient`, chosen by measurement
-(bench/RESULTS.md). aiohttp and httpx stay selectable with ``SHADOW_HTTP_CLIENT`` so the
-benchmark can keep comparing them; neither is a dependency of the package.
+The package's client is :class:`~shadow_middleware._http.MiniHTTPClient`, chosen by
+measurement (bench/RESULTS.md). aiohttp and httpx live here, not in the package: neither is
+its dependency. :func:`use_client` swaps the client the dispatcher builds (a benchmark-only
+hook: the runtime reads no environment variable for it).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-from ._http import CandidateResponse, MiniHTTPClient
+import shadow_middleware._pipeline as pipeline
+from shadow_middleware._http import CandidateResponse, MiniHTTPClient
+from shadow_middleware._wire import ShadowURL
 
-__all__ = ["CandidateResponse", "Client", "make_client"]
+__all__ = ["CLIENTS", "use_client"]
 
 
 class AiohttpClient:
-    """aiohttp (``SHADOW_HTTP_CLIENT=aiohttp``): no redirects, no cookies, capped reads."""
+    """aiohttp : no redirects, no cookies, capped reads."""
 
     def __init__(self, max_response_bytes: int) -> None:
         self._max = max_response_bytes
@@ -26,7 +28,7 @@ class AiohttpClient:
     async def send(
         self,
         method: str,
-        url: str,
+        url: ShadowURL,
         headers: list[tuple[str, str]],
         body: bytes,
         timeout: float,
@@ -43,7 +45,7 @@ class AiohttpClient:
             )
         async with self._session.request(
             method,
-            url,
+            url.full,
             headers=headers,
             data=body if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS") else None,
             allow_redirects=False,
@@ -62,7 +64,7 @@ class AiohttpClient:
 
 
 class HttpxClient:
-    """The alternative the benchmark measures against (``SHADOW_HTTP_CLIENT=httpx``); not the default.
+    """The alternative the benchmark measures against ; not the default.
 
     Same contract as the default client: no redirects, capped reads, the client's own timeout.
     """
@@ -74,7 +76,7 @@ class HttpxClient:
     async def send(
         self,
         method: str,
-        url: str,
+        url: ShadowURL,
         headers: list[tuple[str, str]],
         body: bytes,
         timeout: float,
@@ -87,7 +89,7 @@ class HttpxClient:
                 trust_env=False,
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
             )
-        request = self._client.build_request(method, url, headers=headers, content=body, timeout=timeout)
+        request = self._client.build_request(method, url.full, headers=headers, content=body, timeout=timeout)
         response = await self._client.send(request, stream=True)
         try:
             data, truncated = await _read_capped(response.aiter_raw(), self._max)
@@ -116,19 +118,13 @@ async def _read_capped(chunks: AsyncIterator[bytes], cap: int) -> tuple[bytes, b
     return b"".join(kept), False
 
 
-class Client(Protocol):
-    async def send(
-        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes, timeout: float
-    ) -> CandidateResponse: ...
+CLIENTS: dict[str, Callable[[int], Any]] = {
+    "mini": MiniHTTPClient,
+    "aiohttp": AiohttpClient,
+    "httpx": HttpxClient,
+}
 
-    async def close(self) -> None: ...
 
-
-def make_client(max_response_bytes: int) -> Client:
-    """The minimal client, unless the benchmark asks for another via ``SHADOW_HTTP_CLIENT``."""
-    choice = os.environ.get("SHADOW_HTTP_CLIENT", "mini")
-    if choice == "httpx":
-        return HttpxClient(max_response_bytes)
-    if choice == "aiohttp":
-        return AiohttpClient(max_response_bytes)
-    return MiniHTTPClient(max_response_bytes)
+def use_client(name: str, factory: Callable[[int], Any] | None = None) -> None:
+    """Make every engine started from now on in this process use client ``name``."""
+    pipeline.default_client = factory or CLIENTS[name]

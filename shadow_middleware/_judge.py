@@ -1,0 +1,77 @@
+"""From a finished job to its :class:`Result`: which outcome, and what differs.
+
+Where to add a comparison rule: the body diff itself is ``_compare.compare_bodies``
+(fields, tolerances, thresholds); the choice of outcome from statuses and failures is
+:func:`judge`, below.
+"""
+
+from __future__ import annotations
+
+from ._compare import compare_bodies, decode_body
+from ._config import ShadowConfig, ShadowTarget
+from ._dispatch import Job
+from ._outcomes import Outcome, Reason
+from ._result import Result
+from ._wire import ShadowURL
+
+__all__ = ["early_result", "judge", "unjudged_result"]
+
+
+def _result(target: ShadowTarget, route: str, method: str, url: ShadowURL) -> Result:
+    return Result(target.name, route, method, url.full, target.host, target.port)
+
+
+def early_result(
+    target: ShadowTarget, route: str, method: str, url: ShadowURL, outcome: Outcome, reason: Reason
+) -> Result:
+    """An exchange that ended before any shadow call (``skipped`` or ``dropped``)."""
+    r = _result(target, route, method, url)
+    r.outcome, r.reason = outcome, reason
+    return r
+
+
+def unjudged_result(job: Job) -> Result:
+    """What is recorded when judging itself failed (one of our bugs)."""
+    r = _result(job.state.target, job.tap.route, job.method, job.url)
+    r.reason = Reason.INTERNAL_ERROR
+    return r
+
+
+def judge(job: Job, config: ShadowConfig) -> Result:
+    """The outcome of a job whose candidate call has ended and whose primary answer is in
+    (or given up on)."""
+    r = _result(job.state.target, job.tap.route, job.method, job.url)
+    r.correlation_id = job.tap.correlation_id
+    primary = job.primary
+    assert primary is not None
+    if primary.status is not None:
+        r.primary_status = primary.status
+        r.primary_ms = primary.duration_ms
+    candidate = job.candidate
+    if candidate is not None:
+        r.candidate_status = candidate.status
+        r.candidate_ms = job.candidate_ms
+        r.candidate_truncated = candidate.truncated
+    if job.error == Reason.SHUTDOWN:
+        r.outcome, r.reason = Outcome.DROPPED, Reason.SHUTDOWN
+    elif job.error == "timeout":
+        r.outcome, r.error_type = Outcome.TIMEOUT, "timeout"
+    elif job.error is not None or candidate is None:
+        r.outcome, r.error_type = Outcome.ERROR, job.error or "Error"
+    elif primary.failure is not None or primary.status is None:
+        r.outcome, r.reason = Outcome.SKIPPED, primary.failure or Reason.NO_RESPONSE
+    elif candidate.status >= 500 and primary.status < 500:
+        r.outcome, r.error_type = Outcome.ERROR, str(candidate.status)
+    else:
+        cap = config.max_response_bytes
+        diff = compare_bodies(
+            config.compare,
+            decode_body(primary.body, primary.content_encoding, cap),
+            decode_body(candidate.body, candidate.content_encoding, cap),
+        )
+        r.diff_count = diff.count
+        r.diff_paths = diff.paths
+        r.values = diff.values
+        same = diff.count == 0 and candidate.status == primary.status
+        r.outcome = Outcome.MATCH if same else Outcome.MISMATCH
+    return r

@@ -1,0 +1,225 @@
+"""One process's shadow machinery: the per-target state, the dispatcher, the counters.
+
+A :class:`Pipeline` belongs to one ``Shadow`` engine in one process; a forked worker
+gets a fresh one (threads and locks do not survive ``fork``). It is the engine side of
+both narrow interfaces: the per-request tap hands it jobs (``_tap.Owner``), and the
+dispatcher calls it back on its loop (``_dispatch.Sink``) to start spans, judge finished
+jobs and record telemetry. It also keeps the books that make ``flush()`` and the
+"every eligible request ends in exactly one counted outcome" promise work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._circuit import CircuitBreaker
+from ._config import ShadowConfig
+from ._dispatch import Dispatcher, HTTPClient, Job, Primary, TargetState
+from ._http import MiniHTTPClient
+from ._judge import early_result, judge, unjudged_result
+from ._outcomes import OUTCOMES, Outcome, Reason
+from ._result import Result
+from ._tap import Tap
+from ._telemetry import Telemetry
+from ._wire import outgoing_headers, shadow_url
+
+__all__ = ["Pipeline", "default_client"]
+
+logger = logging.getLogger("shadow_middleware")
+
+#: Builds the shadow HTTP client, on the dispatcher's thread (the benchmark swaps it).
+default_client: Callable[[int], HTTPClient] = MiniHTTPClient
+
+# An outcome decided in a request thread, waiting for its span on the dispatcher's thread.
+_Record = tuple[Result, Any, list[tuple[str, str]], int, int]
+
+
+class Pipeline:
+    """Parameters:
+    config: the engine's configuration.
+    telemetry: where spans and metrics go.
+    rates: the live sample rate of each target, by name.
+    """
+
+    def __init__(self, config: ShadowConfig, telemetry: Telemetry, rates: Mapping[str, float]) -> None:
+        self.config = config
+        self.pid = os.getpid()
+        self._telemetry = telemetry
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self.states = {
+            t.name: TargetState(
+                t, rates[t.name], CircuitBreaker(config.circuit_failures, config.circuit_cooldown)
+            )
+            for t in config.targets
+        }
+        self._target_header_names = {t.name: frozenset(k.lower() for k in t.headers) for t in config.targets}
+        self._dispatcher: Dispatcher | None = None
+        self._stats = {t.name: dict.fromkeys(OUTCOMES, 0) for t in config.targets}
+        self._closed = False
+        # Flush bookkeeping: every accepted job and every queued record has a sequence
+        # number until its span has ended.
+        self._seq = 0
+        self._incomplete: dict[int, None] = {}
+        self._flush_waiters = 0
+        self.internal_errors = 0
+
+    # ---- counters ----------------------------------------------------------------
+
+    def stats_by_target(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            return {name: dict(counts) for name, counts in self._stats.items()}
+
+    def _count(self, target: str, outcome: str) -> None:
+        with self._lock:
+            self._stats[target][outcome] += 1
+
+    # ---- the tap's side (request threads) ------------------------------------------
+
+    def submit(self, job: Job) -> Reason | None:
+        """Queue a job; returns a drop reason when it was refused."""
+        with self._lock:
+            if self._closed:
+                return Reason.SHUTDOWN
+            self._seq += 1
+            job.seq = self._seq
+            self._incomplete[job.seq] = None
+        reason = self._dispatcher_for_process().admit(job)
+        if reason is not None:
+            self._retire(job.seq)
+        return reason
+
+    def end_early(self, tap: Tap, state: TargetState, outcome: Outcome, reason: Reason) -> None:
+        """An exchange that ends before any shadow call (skipped, dropped): counted here,
+        its span recorded on the dispatcher thread, never in the request's."""
+        target = state.target
+        result = early_result(
+            target, tap.route, tap.method, shadow_url(target, tap.path, tap.query), outcome, reason
+        )
+        result.correlation_id = tap.correlation_id
+        self._count(target.name, outcome)
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            self._incomplete[seq] = None
+        record: _Record = (result, tap.ctx, tap.headers, time.time_ns(), seq)
+        refused = self._dispatcher_for_process().emit(record)
+        if refused == "closed":
+            self.emit(record)  # shutting down: nothing left to protect
+        elif refused is not None:
+            # Backlog full: the outcome is still counted and in the metrics; its span is shed.
+            try:
+                self._telemetry.record_metrics(result)
+            except Exception as exc:
+                self.error(exc)
+            finally:
+                self._retire(seq)
+
+    def deliver(self, jobs: list[Job], primary: Primary) -> None:
+        dispatcher = self._dispatcher
+        if dispatcher is not None:
+            dispatcher.deliver(jobs, primary)
+
+    def internal_error(self, exc: BaseException) -> None:
+        self.error(exc)
+
+    # ---- the dispatcher's side (its loop thread) -------------------------------------
+
+    def start(self, job: Job) -> None:
+        # The span starts with the shadow call, and the call carries that span's traceparent.
+        tap: Tap = job.tap
+        job.start_ns = time.time_ns()
+        job.span = self._telemetry.start_span(tap.ctx, tap.headers, "shadow " + tap.route, job.start_ns)
+        target = job.state.target
+        job.headers = outgoing_headers(
+            tap.forward,
+            target,
+            self._target_header_names[target.name],
+            self._telemetry.propagation_headers(job.span),
+        )
+
+    def done(self, job: Job) -> None:
+        try:
+            result = judge(job, self.config)
+        except Exception as exc:
+            self.error(exc)
+            result = unjudged_result(job)
+        self._count(result.target, result.outcome)
+        try:
+            self._telemetry.finish(job.span, result)
+        except Exception as exc:
+            self.error(exc)
+        finally:
+            job.span = None
+            job.body = b""
+            self._retire(job.seq)
+
+    def emit(self, record: Any) -> None:
+        result, ctx, headers, start_ns, seq = record
+        try:
+            span = self._telemetry.start_span(ctx, headers, "shadow " + result.route, start_ns)
+            self._telemetry.finish(span, result)
+        except Exception as exc:
+            self.error(exc)
+        finally:
+            self._retire(seq)
+
+    def error(self, exc: BaseException) -> None:
+        self.internal_errors += 1
+        logger.warning("shadow_middleware internal error (ignored): %r", exc, exc_info=exc)
+
+    # ---- lifecycle -----------------------------------------------------------------
+
+    def _dispatcher_for_process(self) -> Dispatcher:
+        dispatcher = self._dispatcher
+        if dispatcher is not None:
+            return dispatcher
+        with self._lock:
+            if self._dispatcher is None:
+                cap = self.config.max_response_bytes
+                self._dispatcher = Dispatcher(
+                    self.states,
+                    self.config.max_queue,
+                    self.config.primary_timeout,
+                    client=lambda: default_client(cap),
+                    sink=self,
+                )
+            return self._dispatcher
+
+    def _retire(self, seq: int) -> None:
+        with self._lock:
+            self._incomplete.pop(seq, None)
+            if self._flush_waiters:
+                self._cond.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every job accepted so far has finished and its span ended."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            horizon = self._seq
+            self._flush_waiters += 1
+            try:
+                while self._incomplete and next(iter(self._incomplete)) <= horizon:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
+                return True
+            finally:
+                self._flush_waiters -= 1
+
+    def close(self, timeout: float) -> None:
+        """Refuse new work, flush within ``timeout``, then cancel and count what is left."""
+        with self._lock:
+            self._closed = True
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return
+        start = time.monotonic()
+        self.flush(timeout)
+        dispatcher.close(max(0.0, timeout - (time.monotonic() - start)))

@@ -1,0 +1,292 @@
+"""The per-request tap: what an adapter feeds as bytes pass, and when to hand over.
+
+An adapter opens a :class:`Tap` for a request on a shadowed route (``Shadow.begin``) and
+calls it as the request body is read and the response is sent. The tap keeps capped
+copies; when the app has read the whole body it hands one job per chosen target to the
+engine, and the primary's answer when it is complete. Every method is safe: it never
+raises and does nothing more once something went wrong inside it.
+
+The tap talks to the engine only through :class:`Owner`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from ._compare import MISSING, resolve, try_json
+from ._config import ShadowConfig, Source
+from ._dispatch import Job, Primary, TargetState
+from ._outcomes import Outcome, Reason
+from ._telemetry import capture_context
+from ._wire import forwarded_headers, sample_point, shadow_url
+
+__all__ = ["Owner", "Tap", "header_value"]
+
+
+class Owner(Protocol):
+    """The engine, as a tap sees it."""
+
+    config: ShadowConfig
+
+    def submit(self, job: Job) -> Reason | None:
+        """Queue ``job``; the drop reason when a bound refused it."""
+
+    def end_early(self, tap: Tap, state: TargetState, outcome: Outcome, reason: Reason) -> None:
+        """Count and record an exchange that ends before any shadow call."""
+
+    def deliver(self, jobs: list[Job], primary: Primary) -> None:
+        """Hand the primary's answer to the jobs of one request."""
+
+    def internal_error(self, exc: BaseException) -> None:
+        """One of our own bugs: count and log it; never raise."""
+
+
+def header_value(headers: Iterable[tuple[str, str]], name: str) -> str | None:
+    """The first value of the (lower-case) header ``name``."""
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+class Tap:
+    """One request on a shadowed route, as an adapter sees it."""
+
+    __slots__ = (
+        "_body_done",
+        "_broken",
+        "_chunks",
+        "_deferred",
+        "_finished",
+        "_gone",
+        "_jobs",
+        "_over",
+        "_primary",
+        "_resp_chunks",
+        "_resp_done",
+        "_resp_encoding",
+        "_resp_size",
+        "_resp_status",
+        "_size",
+        "_states",
+        "correlation_id",
+        "ctx",
+        "forward",
+        "headers",
+        "method",
+        "owner",
+        "path",
+        "query",
+        "route",
+        "start",
+    )
+
+    def __init__(
+        self,
+        owner: Owner,
+        route: str,
+        method: str,
+        path: str,
+        query: str,
+        headers: list[tuple[str, str]],
+        states: list[TargetState],
+        deferred: bool,
+    ) -> None:
+        self.owner = owner
+        self.route = route
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.ctx = capture_context()
+        self.start = time.perf_counter()
+        self.correlation_id: str | None = None
+        self.forward: list[tuple[str, str]] = []
+        self._states = states
+        self._deferred = deferred
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._over = False
+        self._body_done = False
+        self._jobs: list[Job] = []
+        self._resp_status: int | None = None
+        self._resp_encoding = ""
+        self._resp_chunks: list[bytes] = []
+        self._resp_size = 0
+        self._resp_done = False
+        self._primary: Primary | None = None
+        self._finished = False
+        self._broken = False
+        self._gone = False
+
+    @property
+    def body_done(self) -> bool:
+        return self._body_done
+
+    def skip_all(self, reason: Reason) -> None:
+        """End the exchange for every chosen target as ``skipped``."""
+        states, self._states = self._states, []
+        for state in states:
+            self.owner.end_early(self, state, Outcome.SKIPPED, reason)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._broken = True
+        self.owner.internal_error(exc)
+
+    # ---- request body ----------------------------------------------------------
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
+        """A piece of the request body, as the app reads it."""
+        if self._over or self._body_done or self._broken:
+            return
+        try:
+            self._size += len(chunk)
+            if self._size > self.owner.config.max_body_bytes:
+                self._over = True
+                self._chunks = []
+            elif chunk:
+                self._chunks.append(bytes(chunk))
+        except Exception as exc:
+            self._fail(exc)
+
+    def body_complete(self) -> None:
+        """The app has read the whole request body: start the shadow calls now."""
+        if self._body_done or self._broken:
+            return
+        self._body_done = True
+        try:
+            if self._over:
+                self.skip_all(Reason.BODY_TOO_LARGE)
+                return
+            body = b"".join(self._chunks)
+            self._chunks = []
+            self._start_jobs(body)
+        except Exception as exc:
+            self._fail(exc)
+            self.skip_all(Reason.INTERNAL_ERROR)
+
+    def _start_jobs(self, body: bytes) -> None:
+        owner = self.owner
+        config = owner.config
+        doc: Any = None
+        parsed = False
+
+        def value_of(source: Source) -> str | None:
+            nonlocal doc, parsed
+            if source.kind == "header":
+                return header_value(self.headers, source.name)
+            if not parsed:
+                parsed = True
+                ok, doc = try_json(body)
+                if not ok:
+                    doc = None
+            found = resolve(doc, source.tokens) if doc is not None else MISSING
+            if found is MISSING or found is None:
+                return None
+            if isinstance(found, dict | list):
+                return json.dumps(found, sort_keys=True)[:256]
+            if isinstance(found, bool):
+                return "true" if found else "false"
+            return str(found)[:256]
+
+        if config.correlation_source is not None:
+            self.correlation_id = value_of(config.correlation_source)
+        states = self._states
+        if self._deferred and config.sample_source is not None:
+            key = value_of(config.sample_source)
+            point = sample_point(key) if key is not None else None
+            states = [
+                s
+                for s in states
+                if s.rate >= 1.0 or (point if point is not None else random.random()) < s.rate
+            ]
+        self._states = []
+        self.forward = forwarded_headers(self.headers, config.drop_headers)
+        for state in states:
+            job = Job(state, self.method, shadow_url(state.target, self.path, self.query), body, self)
+            reason = owner.submit(job)
+            if reason is not None:
+                owner.end_early(self, state, Outcome.DROPPED, reason)
+            else:
+                self._jobs.append(job)
+        if self._primary is not None and self._jobs:
+            # The app answered before it finished reading the body: compare with that answer.
+            self._deliver(self._primary)
+
+    def disconnected(self) -> None:
+        """The client went away before sending the whole body."""
+        self._gone = True
+
+    # ---- response --------------------------------------------------------------
+
+    def response_start(self, status: int, content_encoding: str) -> None:
+        if self._broken:
+            return
+        self._resp_status = status
+        self._resp_encoding = content_encoding
+
+    def response_body(self, chunk: bytes | bytearray | memoryview) -> None:
+        """A piece of the primary's response body, as it is sent."""
+        if self._broken or self._resp_done:
+            return
+        if not self._jobs and (self._body_done or self._over or not self._states):
+            return  # nothing will ever compare this response: do not copy it
+        try:
+            room = self.owner.config.max_response_bytes - self._resp_size
+            if room > 0 and chunk:
+                piece = bytes(chunk[:room])
+                self._resp_chunks.append(piece)
+                self._resp_size += len(piece)
+        except Exception as exc:
+            self._fail(exc)
+
+    def response_complete(self) -> None:
+        """The primary's response has been sent completely."""
+        if self._resp_done or self._broken:
+            return
+        self._resp_done = True
+        try:
+            self._primary = Primary(
+                self._resp_status,
+                self._resp_encoding,
+                b"".join(self._resp_chunks),
+                (time.perf_counter() - self.start) * 1000.0,
+                None,
+            )
+            self._resp_chunks = []
+            if self._jobs:
+                self._deliver(self._primary)
+        except Exception as exc:
+            self._fail(exc)
+
+    def _deliver(self, primary: Primary) -> None:
+        jobs, self._jobs = self._jobs, []
+        if jobs:
+            self.owner.deliver(jobs, primary)
+
+    def finish(self, failure: Reason | None = None) -> None:
+        """The request is over (always called, from a ``finally``).
+
+        ``failure`` says why the primary has no complete answer, if it has none:
+        ``primary_exception``, ``client_disconnect``.
+        """
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            if self._broken:
+                failure = Reason.INTERNAL_ERROR
+            elif self._gone:  # the root cause, even if the app then raised over it
+                failure = Reason.CLIENT_DISCONNECT
+            if not self._body_done:
+                self.skip_all(failure or Reason.BODY_NOT_READ)
+            elif self._jobs and not self._resp_done:
+                self._deliver(Primary(None, "", b"", None, failure or Reason.NO_RESPONSE))
+            elif self._states:
+                self.skip_all(failure or Reason.INTERNAL_ERROR)
+        except Exception as exc:
+            self.owner.internal_error(exc)
