@@ -2,10 +2,13 @@
 
 Every error is a ``ValueError`` whose message starts with the field it is about, so
 a bad value in a config file or a constructor call points straight at its source.
+Reading them from a TOML file and the environment is :mod:`._configfile`'s job;
+``ShadowConfig.from_toml`` / ``ShadowConfig.from_env`` are its entry points.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -13,6 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+from ._configfile import ConfigLoader
 
 __all__ = ["Compare", "ShadowConfig", "ShadowTarget"]
 
@@ -127,7 +132,7 @@ def _route(index: int, spec: Any) -> Route:
 
 @dataclass(frozen=True, slots=True, init=False)
 class Compare:
-    """How a candidate's response is compared with production's.
+    """How a candidate's response is compared with the primary's.
 
     Parameters:
         fields: RFC 6901 JSON pointers compared on both bodies, or a mapping
@@ -316,7 +321,7 @@ class ShadowConfig:
         compare: a :class:`Compare` describing what "the same answer" means.
         max_body_bytes: a request body larger than this is not shadowed (``skipped``);
             the app still receives every byte.
-        max_response_bytes: at most this many bytes of each response (production and
+        max_response_bytes: at most this many bytes of each response (primary and
             candidate, after decompression) are kept for comparison.
         max_queue: shadow jobs that may wait for a free concurrency slot; beyond it
             new jobs are ``dropped``.
@@ -326,7 +331,7 @@ class ShadowConfig:
         correlation_id: ``"header:<name>"`` or ``"json:<pointer>"`` (in the request
             body): recorded as ``shadow.correlation_id`` to join ground truth later.
         enabled: ``False`` makes the middleware a pure pass-through.
-        primary_timeout: seconds a finished shadow call waits for the production
+        primary_timeout: seconds a finished shadow call waits for the primary
             response to complete before it gives up (``skipped``).
         drain_timeout: seconds :meth:`Shadow.close` waits for in-flight shadows at
             shutdown before cancelling them (counted as ``dropped``).
@@ -335,9 +340,9 @@ class ShadowConfig:
             being attempted. ``0`` disables the breaker.
         circuit_cooldown: seconds a paused target rests before one probe request is let
             through; a failed probe doubles the pause (at most 60 s), a success closes it.
-        span_placement: ``"child"`` (default): the shadow span is a child of the production
+        span_placement: ``"child"`` (default): the shadow span is a child of the primary
             request's span. ``"link"``: it starts its own trace with a span link to the
-            request, leaving production traces untouched.
+            request, leaving the primary's traces untouched.
     """
 
     targets: tuple[ShadowTarget, ...]
@@ -444,13 +449,14 @@ class ShadowConfig:
     def from_toml(cls, path: str | os.PathLike[str]) -> ShadowConfig:
         """Load a TOML file whose keys mirror the constructor keywords one to one.
 
-        Top-level keys are ``ShadowConfig``'s, ``[compare]`` holds ``Compare``'s and each
-        ``[[targets]]`` table a ``ShadowTarget``'s (with ``[targets.headers]``). Unknown
-        keys and bad values raise ``ValueError`` naming the file and the key.
-        """
-        from ._configfile import load_toml
+        Parameters:
+            path: the TOML file. Top-level keys are ``ShadowConfig``'s, ``[compare]``
+                holds ``Compare``'s and each ``[[targets]]`` table a ``ShadowTarget``'s
+                (with ``[targets.headers]``).
 
-        return load_toml(path)
+        Unknown keys and bad values raise ``ValueError`` naming the file and the key.
+        """
+        return _loader().load_toml(path)
 
     @classmethod
     def from_env(
@@ -459,11 +465,29 @@ class ShadowConfig:
         """Build from ``SHADOW_*`` environment variables, on top of the file named by
         ``SHADOW_CONFIG`` when set (environment values win), on top of ``base``.
 
-        See the README's "Configuration" section for the variable names.
-        """
-        from ._configfile import config_from_env
+        Parameters:
+            environ: the environment variables (``os.environ`` when ``None``).
+            base: in-code defaults in the file's layout (``{"routes": [...], "targets":
+                [{"name": ..., "url": ...}]}``); the file's top-level keys replace these,
+                its ``[compare]`` keys one by one.
 
-        return config_from_env(os.environ if environ is None else environ, base=base)
+        See the README's "Configuration" section for the variable names. Bad values raise
+        ``ValueError`` naming the variable, the file or ``base`` they come from.
+        """
+        return _loader().from_env(os.environ if environ is None else environ, base=base)
+
+
+@functools.cache
+def _loader() -> ConfigLoader[ShadowConfig]:
+    """The file and environment reader for these classes (built on first use: it reads
+    their constructors' signatures)."""
+    return ConfigLoader(ShadowConfig, ShadowTarget, Compare)
+
+
+def describe(config: ShadowConfig) -> str:
+    """``config`` as TOML in the file's layout, every key included, header values masked
+    (for ``python -m shadow_middleware check-config``)."""
+    return _loader().describe(config)
 
 
 class RouteTable:

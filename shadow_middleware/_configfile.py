@@ -1,9 +1,11 @@
 """Configuration from a TOML file and ``SHADOW_*`` environment variables.
 
-The file mirrors the constructors one to one: top-level keys are :class:`ShadowConfig`'s
-keywords, ``[compare]`` holds :class:`Compare`'s and each ``[[targets]]`` table holds a
-:class:`ShadowTarget`'s. The allowed keys are read from the constructors' signatures, so
-a new keyword is accepted here as soon as it exists there.
+A :class:`ConfigLoader` is built from the three configuration classes (``ShadowConfig``,
+``ShadowTarget`` and ``Compare``; this module does not import them). The file mirrors their
+constructors one to one: top-level keys are the configuration's keywords, ``[compare]``
+holds the comparison's and each ``[[targets]]`` table holds a target's. The allowed keys
+are read from the constructors' signatures, so a new keyword is accepted here as soon as
+it exists there.
 
 Environment variables override the file:
 
@@ -11,7 +13,7 @@ Environment variables override the file:
   comma-separated (``SHADOW_ROUTES="POST /predict,POST /score"``, an empty
   ``SHADOW_DROP_HEADERS`` forwards every header); booleans are ``1/0``, ``true/false``,
   ``yes/no``, ``on/off``; an empty value unsets an optional option (``SHADOW_SAMPLE_KEY=``).
-* ``SHADOW_COMPARE_<KEY>`` for :class:`Compare` (``SHADOW_COMPARE_FIELDS="/a,/b"``, or
+* ``SHADOW_COMPARE_<KEY>`` for the comparison (``SHADOW_COMPARE_FIELDS="/a,/b"``, or
   ``"/prob=/score"`` for a renamed field).
 * ``SHADOW_TARGET_<NAME>_<KEY>`` for a target, where ``NAME`` is its name upper-cased with
   every non-alphanumeric character turned into ``_`` (``churn-v2`` -> ``CHURN_V2``), and
@@ -34,21 +36,9 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from ._config import Compare, ShadowConfig, ShadowTarget
-
-__all__ = [
-    "ENV_PREFIX",
-    "FOREIGN_ENV",
-    "apply_env",
-    "config_from_env",
-    "config_from_mapping",
-    "describe",
-    "env_name",
-    "env_overrides",
-    "load_toml",
-]
+__all__ = ["ENV_PREFIX", "FOREIGN_ENV", "ConfigLoader"]
 
 ENV_PREFIX = "SHADOW_"
 #: ``SHADOW_*`` variables that are not options of this layer: they belong to other parts
@@ -78,13 +68,6 @@ class _Param:
     required: bool  # no default
 
 
-# Keywords whose value is not a plain scalar or list of strings.
-_NESTED = {
-    ("ShadowConfig", "targets"): "targets",
-    ("ShadowConfig", "compare"): "compare",
-    ("ShadowTarget", "headers"): "headers",
-    ("Compare", "fields"): "fields",
-}
 _KINDS = {
     "int": "int",
     "float": "float",
@@ -97,8 +80,12 @@ _KINDS = {
 }
 
 
-def _params(cls: type) -> dict[str, _Param]:
-    """The keywords of ``cls``'s constructor and the kind of value each takes."""
+def _params(cls: type, nested: Mapping[str, str]) -> dict[str, _Param]:
+    """The keywords of ``cls``'s constructor and the kind of value each takes.
+
+    ``nested`` gives the kind of the keywords whose value is not a plain scalar or list
+    of strings (``{"targets": "targets"}``).
+    """
     out: dict[str, _Param] = {}
     for p in inspect.signature(cls).parameters.values():
         if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
@@ -107,22 +94,363 @@ def _params(cls: type) -> dict[str, _Param]:
         ann = ann.replace(" ", "")
         optional = ann.endswith("|None") or ann.startswith("None|")
         core = ann.removesuffix("|None").removeprefix("None|")
-        kind = _NESTED.get((cls.__name__, p.name)) or _KINDS.get(core, "raw")
+        kind = nested.get(p.name) or _KINDS.get(core, "raw")
         out[p.name] = _Param(p.name, kind, optional, p.default is p.empty)
     return out
 
 
-_CONFIG = _params(ShadowConfig)
-_TARGET = _params(ShadowTarget)
-_COMPARE = _params(Compare)
+# --------------------------------------------------------------------------- the loader
 
-# Environment variable name -> the parameter it sets.
-_SCALAR_VARS = {
-    f"{ENV_PREFIX}{name.upper()}": p for name, p in _CONFIG.items() if p.kind not in ("targets", "compare")
-}
-_COMPARE_VARS = {f"{_COMPARE_ENV}{name.upper()}": p for name, p in _COMPARE.items()}
-# SHADOW_TARGET_<NAME>_<KEY> -> KEY -> parameter (the name is the table's key; headers go one by one).
-_TARGET_KEYS = {name.upper(): p for name, p in _TARGET.items() if name not in ("name", "headers")}
+
+class _Config(Protocol):
+    """What :meth:`ConfigLoader.describe` reads of a configuration besides its keywords."""
+
+    @property
+    def targets(self) -> Sequence[Any]: ...
+
+    @property
+    def compare(self) -> Any: ...
+
+
+_C = TypeVar("_C", bound=_Config)
+_T = TypeVar("_T")
+
+# Where an override came from: a key path of the overrides _parse_env() returns -> the variable.
+_Origins = dict[tuple[str, ...], str]
+
+
+class ConfigLoader(Generic[_C]):
+    """Reads TOML files and ``SHADOW_*`` environments into configuration objects, and back.
+
+    Parameters:
+        config_cls: the top-level class (``ShadowConfig``). Its constructor takes the
+            top-level keys, and the keywords ``targets`` (a list of ``target_cls``) and
+            ``compare`` (a ``compare_cls``).
+        target_cls: the class of each ``[[targets]]`` table (``ShadowTarget``); its
+            constructor takes ``name`` and ``headers`` (a table of strings).
+        compare_cls: the class of the ``[compare]`` table (``Compare``); its constructor
+            takes ``fields`` (a list of JSON pointers, or a table of them).
+
+    The allowed keys and the type of each value are read from the constructors' signatures.
+    """
+
+    def __init__(self, config_cls: type[_C], target_cls: type, compare_cls: type) -> None:
+        self._config_cls = config_cls
+        self._target_cls = target_cls
+        self._compare_cls = compare_cls
+        self.config_params = _params(config_cls, {"targets": "targets", "compare": "compare"})
+        self.target_params = _params(target_cls, {"headers": "headers"})
+        self.compare_params = _params(compare_cls, {"fields": "fields"})
+        # Environment variable name -> the parameter it sets.
+        self._scalar_vars = {
+            f"{ENV_PREFIX}{name.upper()}": p
+            for name, p in self.config_params.items()
+            if p.kind not in ("targets", "compare")
+        }
+        self._compare_vars = {f"{_COMPARE_ENV}{name.upper()}": p for name, p in self.compare_params.items()}
+        # SHADOW_TARGET_<NAME>_<KEY> -> KEY -> parameter (the name is the table's key; headers go one by one).
+        self._target_keys = {
+            name.upper(): p for name, p in self.target_params.items() if name not in ("name", "headers")
+        }
+
+    # ----------------------------------------------------------------------- entry points
+
+    def load_toml(self, path: str | os.PathLike[str]) -> _C:
+        """Read the TOML file ``path`` into a configuration.
+
+        Unknown keys, wrong types and values the constructors refuse raise ``ValueError``:
+        ``"<path>: <key path>: <what is wrong>"``. So do an unreadable file and a TOML
+        syntax error (with its line).
+        """
+        name = os.fspath(path)
+        return self._build(_read_toml(name), _Where(name))
+
+    def from_env(self, environ: Mapping[str, str], *, base: Mapping[str, Any] | None = None) -> _C:
+        """Build a configuration from ``environ``, and the file its ``SHADOW_CONFIG`` names.
+
+        Layers, each overriding the one before: ``base`` (in-code defaults, in the file's
+        layout), the TOML file ``SHADOW_CONFIG`` names (its top-level keys replace ``base``'s,
+        ``[compare]`` keys one by one, its ``[[targets]]`` replace ``base``'s), then the
+        ``SHADOW_*`` variables of ``environ``. Without ``SHADOW_CONFIG`` the configuration
+        comes from ``base`` and the environment alone. Neither ``environ`` nor ``base`` is
+        modified. A bad value or an unknown variable raises ``ValueError`` naming the
+        variable (or the file, or ``base``, that the bad value comes from).
+        """
+        path = environ.get(_CONFIG_ENV) or None
+        data: dict[str, Any] = dict(base or {})
+        origins = {key: _BASE_SOURCE for key in data}
+        source = _ENV_SOURCE
+        if path is not None:
+            source = path
+            from_file = _read_toml(path)
+            for key, value in from_file.items():
+                lower = data.get(key)
+                if key == "compare" and isinstance(lower, Mapping) and isinstance(value, Mapping):
+                    for k in lower:
+                        if k not in value:
+                            origins[f"compare.{k}"] = _BASE_SOURCE
+                    data[key] = {**lower, **value}
+                else:
+                    data[key] = value
+                origins.pop(key, None)
+        merged, env_origins = self._apply_env(data, environ)
+        return self._build(merged, _Where(source, {**origins, **env_origins}))
+
+    def describe(self, config: _C) -> str:
+        """``config`` as TOML, in the file's layout, every key included.
+
+        Target header values are masked as ``"***"``; options that are not set (``None``)
+        appear as comments. Loading the text as a file rebuilds ``config`` (but for the
+        masked header values).
+        """
+        lines = ["# shadow_middleware: effective configuration (header values masked)"]
+        for name, param in self.config_params.items():
+            if param.kind not in ("targets", "compare"):
+                lines.append(_toml_line(name, getattr(config, name)))
+        for target in config.targets:
+            lines += ["", "[[targets]]"]
+            for name in self.target_params:
+                if name != "headers":
+                    lines.append(_toml_line(name, getattr(target, name)))
+            lines += ["", "[targets.headers]"]
+            lines += [f"{_toml_key(k)} = {_toml_str(_MASK)}" for k in target.headers]
+        lines += ["", "[compare]"]
+        compare = config.compare
+        pairs = compare.fields
+        as_table = any(p != c for p, c in pairs)
+        for name in self.compare_params:
+            if name == "fields":
+                if not as_table:
+                    lines.append(_toml_line(name, [p for p, _ in pairs]))
+            else:
+                lines.append(_toml_line(name, getattr(compare, name)))
+        if as_table:
+            lines += ["", "[compare.fields]  # primary pointer = candidate pointer"]
+            lines += [f"{_toml_key(p)} = {_toml_str(c)}" for p, c in pairs]
+        return "\n".join(lines) + "\n"
+
+    # ----------------------------------------------------------------------- mapping -> objects
+
+    def _build(self, data: Any, where: _Where) -> _C:
+        """The configuration ``data`` (the file's layout) describes."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{where.source}: expected a table of options, got {_show(data)}")
+        kwargs = self._kwargs(data, "", self.config_params, where)
+        return _construct(self._config_cls, kwargs, "", where)
+
+    def _kwargs(
+        self, data: Mapping[Any, Any], path: str, params: Mapping[str, _Param], where: _Where
+    ) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            key_path = _join(path, key)
+            param = params.get(key) if isinstance(key, str) else None
+            if param is None:
+                raise where.error(key_path, _unknown(str(key), params, "key"))
+            kwargs[key] = self._convert(value, param, key_path, where)
+        for name, param in params.items():
+            if param.required and name not in kwargs:
+                hint = (
+                    " (add a [[targets]] table, or declare targets in SHADOW_TARGETS)"
+                    if name == "targets"
+                    else ""
+                )
+                raise where.error(_join(path, name), f"missing; it is required{hint}")
+        return kwargs
+
+    def _convert(self, value: Any, param: _Param, path: str, where: _Where) -> Any:
+        """Check the type of one value (the constructors check its range)."""
+        kind = param.kind
+        if value is None and param.optional:
+            return None
+        if kind == "targets":
+            return self._targets(value, path, where)
+        if kind == "compare":
+            if not isinstance(value, Mapping):
+                raise where.error(path, f"expected a table ([compare]), got {_show(value)}")
+            kwargs = self._kwargs(value, path, self.compare_params, where)
+            return _construct(self._compare_cls, kwargs, path, where)
+        if kind == "headers":
+            return _string_table(value, path, where, "a table of header names to values")
+        if kind == "fields":
+            if isinstance(value, Mapping):
+                return _string_table(value, path, where, "a list of JSON pointers or a table")
+            return _strings(value, path, where, "a list of JSON pointers or a table {primary = candidate}")
+        if kind == "strs":
+            return _strings(value, path, where, "a list of strings")
+        if kind == "raw":
+            return value
+        ok = {
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "float": isinstance(value, int | float) and not isinstance(value, bool),
+            "bool": isinstance(value, bool),
+            "str": isinstance(value, str),
+        }[kind]
+        if not ok:
+            want = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}[
+                kind
+            ]
+            raise where.error(path, f"expected {want}, got {_show(value)}")
+        return value
+
+    def _targets(self, value: Any, path: str, where: _Where) -> list[Any]:
+        if isinstance(value, Mapping):
+            raise where.error(
+                path, "expected an array of tables ([[targets]]), got a single table ([targets])"
+            )
+        if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+            raise where.error(path, f"expected an array of tables ([[targets]]), got {_show(value)}")
+        out: list[Any] = []
+        for i, item in enumerate(value):
+            item_path = f"{path}[{i}]"
+            if not isinstance(item, Mapping):
+                raise where.error(item_path, f"expected a table, got {_show(item)}")
+            kwargs = self._kwargs(item, item_path, self.target_params, where)
+            out.append(_construct(self._target_cls, kwargs, item_path, where))
+        return out
+
+    # ----------------------------------------------------------------------- environment
+
+    def _apply_env(
+        self, data: Mapping[str, Any], environ: Mapping[str, str]
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """``data`` (the file's layout) with the ``SHADOW_*`` overrides of ``environ`` applied,
+        and which key paths of the result came from which variable.
+
+        ``data`` is not modified. Options replace the file's, ``[compare]`` keys one by one,
+        targets are matched by name (a ``_URL`` replaces the file's ``base_url`` and the other
+        way round; headers are matched case-insensitively), and targets declared in
+        ``SHADOW_TARGETS`` that the file does not have are appended.
+        """
+        overrides, env_origins = self._parse_env(environ, _known_targets(data))
+        merged = dict(data)
+        origins: dict[str, str] = {}
+        for key, value in overrides.items():
+            if key == "compare":
+                current = merged.get("compare")
+                if current is None or isinstance(current, Mapping):
+                    merged["compare"] = {**(current or {}), **value}
+                    for k in value:
+                        origins[f"compare.{k}"] = env_origins[("compare", k)]
+            elif key == "targets":
+                _merge_targets(merged, value, env_origins, origins)
+            else:
+                merged[key] = value
+                origins[key] = env_origins[(key,)]
+        return merged, origins
+
+    def _parse_env(self, environ: Mapping[str, str], known: Sequence[str]) -> tuple[dict[str, Any], _Origins]:
+        """The options the ``SHADOW_*`` variables of ``environ`` set, in the file's layout,
+        and which variable set each.
+
+        ``known`` are the names of targets already configured (in a file), which
+        ``SHADOW_TARGET_<NAME>_*`` variables may address; ``SHADOW_TARGETS`` declares more.
+        The overrides hold only what the environment sets, e.g. ``{"max_queue": 50,
+        "compare": {"abs_tol": 0.01}, "targets": [{"name": "churn-v2", "sample_rate": 0.1}]}``;
+        an empty value of an optional option is ``None`` (unset). A bad value or an unknown
+        variable raises ``ValueError`` naming the variable.
+        """
+        overrides: dict[str, Any] = {}
+        origins: _Origins = {}
+        declared: list[str] = []
+        if _TARGETS_ENV in environ:
+            declared = [n.strip() for n in environ[_TARGETS_ENV].split(",") if n.strip()]
+            for name in declared:
+                if declared.count(name) > 1:
+                    raise ValueError(f"{_TARGETS_ENV}: target {name!r} is declared twice")
+        names = list(dict.fromkeys([*known, *declared]))
+        by_env: dict[str, list[str]] = {}
+        for name in names:
+            by_env.setdefault(_env_name(name), []).append(name)
+        targets: dict[str, dict[str, Any]] = {name: {"name": name} for name in declared}
+        for name in declared:
+            origins[("targets", name)] = _TARGETS_ENV
+
+        for var in sorted(environ):
+            if not var.startswith(ENV_PREFIX) or var in FOREIGN_ENV or var == _TARGETS_ENV:
+                continue
+            text = environ[var]
+            if var in self._scalar_vars:
+                param = self._scalar_vars[var]
+                overrides[param.name] = _parse_env_value(var, param, text)
+                origins[(param.name,)] = var
+            elif var in self._compare_vars:
+                param = self._compare_vars[var]
+                overrides.setdefault("compare", {})[param.name] = _parse_env_value(var, param, text)
+                origins[("compare", param.name)] = var
+            elif var.startswith(_TARGET_ENV):
+                name, key = self._split_target_var(var, by_env)
+                table = targets.setdefault(name, {"name": name})
+                if key.startswith(_HEADER):
+                    header = key[len(_HEADER) :].replace("_", "-").lower()
+                    if not header:
+                        raise ValueError(f"{var}: no header name after {_HEADER}")
+                    table.setdefault("headers", {})[header] = text.strip()
+                    origins[("targets", name, "headers", header)] = var
+                else:
+                    param = self._target_keys[key]
+                    table[param.name] = _parse_env_value(var, param, text)
+                    origins[("targets", name, param.name)] = var
+            else:
+                choices = [*self._scalar_vars, *self._compare_vars, _TARGETS_ENV, *sorted(FOREIGN_ENV)]
+                choices += [f"{_TARGET_ENV}{upper}_{key}" for upper in by_env for key in self._target_keys]
+                match = _suggest_var(var, choices)
+                hint = f" (did you mean {match!r}?)" if match else ""
+                raise ValueError(f"{var}: unknown variable{hint}")
+        if targets:
+            # Known targets first, in their order, then the newly declared ones.
+            order = {name: i for i, name in enumerate(names)}
+            overrides["targets"] = sorted(targets.values(), key=lambda t: order[t["name"]])
+        return overrides, origins
+
+    def _split_target_var(self, var: str, by_env: Mapping[str, list[str]]) -> tuple[str, str]:
+        """``SHADOW_TARGET_CHURN_V2_SAMPLE_RATE`` -> (``churn-v2``, ``SAMPLE_RATE``)."""
+        keys = self._target_keys
+        rest = var[len(_TARGET_ENV) :]
+        found = []
+        for upper, names in by_env.items():
+            if rest.startswith(upper + "_"):
+                key = rest[len(upper) + 1 :]
+                if key in keys or key.startswith(_HEADER):
+                    found.append((upper, names, key))
+        if len(found) == 1 and len(found[0][1]) == 1:
+            return found[0][1][0], found[0][2]
+        if found:
+            names = sorted(n for _, ns, _ in found for n in ns)
+            raise ValueError(
+                f"{var}: ambiguous: it can address each of the targets {', '.join(map(repr, names))}"
+            )
+        if not by_env:
+            raise ValueError(
+                f"{var}: unknown variable: no target is configured (declare targets in {_TARGETS_ENV})"
+            )
+        prefixes = [upper for upper in by_env if rest.startswith(upper + "_")]
+        if prefixes:  # a known target, an unknown key
+            key = rest[len(max(prefixes, key=len)) + 1 :]
+            match = _suggest(key, [*keys, _HEADER + "<NAME>"])
+            hint = (
+                f"did you mean {var[: len(var) - len(key)] + match!r}?"
+                if match
+                else "keys: " + ", ".join([*keys, _HEADER + "<NAME>"])
+            )
+            raise ValueError(f"{var}: unknown variable ({hint})")
+        # An unknown target: guess its NAME from the key at the end, and suggest a known one.
+        name = next(
+            (rest[: -len(k) - 1] for k in sorted(keys, key=len, reverse=True) if rest.endswith("_" + k)),
+            rest.partition("_" + _HEADER)[0] if "_" + _HEADER in rest else None,
+        )
+        match = _suggest(name, by_env) if name else None
+        if match is not None and name is not None:
+            suggestion = _TARGET_ENV + match + rest[len(name) :]
+            raise ValueError(
+                f"{var}: unknown variable: no target {name} (did you mean {suggestion!r}? "
+                f"New targets are declared in {_TARGETS_ENV})"
+            )
+        targets = ", ".join(f"{n!r} ({_TARGET_ENV}{upper}_*)" for upper, ns in by_env.items() for n in ns)
+        raise ValueError(
+            f"{var}: unknown variable: no such target (targets: {targets}; "
+            f"declare new targets in {_TARGETS_ENV})"
+        )
 
 
 # --------------------------------------------------------------------------- errors
@@ -186,78 +514,7 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-# --------------------------------------------------------------------------- mapping -> objects
-
-
-def config_from_mapping(data: Mapping[str, Any], *, source: str) -> ShadowConfig:
-    """Build a :class:`ShadowConfig` from the file layout (a parsed TOML document).
-
-    ``source`` names the data in error messages (a file name, usually). Unknown keys,
-    wrong types and values the constructors refuse raise ``ValueError``:
-    ``"<source>: <key path>: <what is wrong>"``.
-    """
-    return _build(data, _Where(source))
-
-
-def _build(data: Any, where: _Where) -> ShadowConfig:
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{where.source}: expected a table of options, got {_show(data)}")
-    kwargs = _kwargs(data, "", _CONFIG, where)
-    return _construct(ShadowConfig, kwargs, "", where)
-
-
-def _kwargs(
-    data: Mapping[Any, Any], path: str, params: Mapping[str, _Param], where: _Where
-) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        key_path = _join(path, key)
-        param = params.get(key) if isinstance(key, str) else None
-        if param is None:
-            raise where.error(key_path, _unknown(str(key), params, "key"))
-        kwargs[key] = _convert(value, param, key_path, where)
-    for name, param in params.items():
-        if param.required and name not in kwargs:
-            hint = (
-                " (add a [[targets]] table, or declare targets in SHADOW_TARGETS)"
-                if name == "targets"
-                else ""
-            )
-            raise where.error(_join(path, name), f"missing; it is required{hint}")
-    return kwargs
-
-
-def _convert(value: Any, param: _Param, path: str, where: _Where) -> Any:
-    """Check the type of one value (the constructors check its range)."""
-    kind = param.kind
-    if value is None and param.optional:
-        return None
-    if kind == "targets":
-        return _targets(value, path, where)
-    if kind == "compare":
-        if not isinstance(value, Mapping):
-            raise where.error(path, f"expected a table ([compare]), got {_show(value)}")
-        return _construct(Compare, _kwargs(value, path, _COMPARE, where), path, where)
-    if kind == "headers":
-        return _string_table(value, path, where, "a table of header names to values")
-    if kind == "fields":
-        if isinstance(value, Mapping):
-            return _string_table(value, path, where, "a list of JSON pointers or a table")
-        return _strings(value, path, where, "a list of JSON pointers or a table {primary = candidate}")
-    if kind == "strs":
-        return _strings(value, path, where, "a list of strings")
-    if kind == "raw":
-        return value
-    ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, int | float) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-        "str": isinstance(value, str),
-    }[kind]
-    if not ok:
-        want = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}[kind]
-        raise where.error(path, f"expected {want}, got {_show(value)}")
-    return value
+# --------------------------------------------------------------------------- values -> constructor arguments
 
 
 def _strings(value: Any, path: str, where: _Where, want: str) -> list[str]:
@@ -279,21 +536,6 @@ def _string_table(value: Any, path: str, where: _Where, want: str) -> dict[str, 
     return dict(value)
 
 
-def _targets(value: Any, path: str, where: _Where) -> list[ShadowTarget]:
-    if isinstance(value, Mapping):
-        raise where.error(path, "expected an array of tables ([[targets]]), got a single table ([targets])")
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise where.error(path, f"expected an array of tables ([[targets]]), got {_show(value)}")
-    out = []
-    for i, item in enumerate(value):
-        item_path = f"{path}[{i}]"
-        if not isinstance(item, Mapping):
-            raise where.error(item_path, f"expected a table, got {_show(item)}")
-        out.append(_construct(ShadowTarget, _kwargs(item, item_path, _TARGET, where), item_path, where))
-    return out
-
-
-_T = TypeVar("_T")
 _FIELD_IN_MESSAGE = re.compile(r"^(\w+)\.(\w+)((?:\[\d+\])*):")
 
 
@@ -310,16 +552,6 @@ def _construct(cls: type[_T], kwargs: dict[str, Any], path: str, where: _Where) 
 
 
 # --------------------------------------------------------------------------- TOML file
-
-
-def load_toml(path: str | os.PathLike[str]) -> ShadowConfig:
-    """Read a TOML file (the layout of :func:`config_from_mapping`) into a :class:`ShadowConfig`.
-
-    Any problem, including an unreadable file or a TOML syntax error (with its line),
-    raises ``ValueError`` naming the file.
-    """
-    name = os.fspath(path)
-    return _build(_read_toml(name), _Where(name))
 
 
 def _read_toml(name: str) -> dict[str, Any]:
@@ -347,7 +579,7 @@ def _read_toml(name: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- environment
 
 
-def env_name(target: str) -> str:
+def _env_name(target: str) -> str:
     """The ``<NAME>`` of ``SHADOW_TARGET_<NAME>_*`` for a target name: ``churn-v2`` -> ``CHURN_V2``."""
     return re.sub(r"[^A-Za-z0-9]", "_", target).upper()
 
@@ -382,162 +614,11 @@ def _parse_env_value(var: str, param: _Param, text: str) -> Any:
     return text
 
 
-def _split_target_var(var: str, by_env: Mapping[str, list[str]]) -> tuple[str, str]:
-    """``SHADOW_TARGET_CHURN_V2_SAMPLE_RATE`` -> (``churn-v2``, ``SAMPLE_RATE``)."""
-    rest = var[len(_TARGET_ENV) :]
-    found = []
-    for upper, names in by_env.items():
-        if rest.startswith(upper + "_"):
-            key = rest[len(upper) + 1 :]
-            if key in _TARGET_KEYS or key.startswith(_HEADER):
-                found.append((upper, names, key))
-    if len(found) == 1 and len(found[0][1]) == 1:
-        return found[0][1][0], found[0][2]
-    if found:
-        names = sorted(n for _, ns, _ in found for n in ns)
-        raise ValueError(
-            f"{var}: ambiguous: it can address each of the targets {', '.join(map(repr, names))}"
-        )
-    if not by_env:
-        raise ValueError(
-            f"{var}: unknown variable: no target is configured (declare targets in {_TARGETS_ENV})"
-        )
-    prefixes = [upper for upper in by_env if rest.startswith(upper + "_")]
-    if prefixes:  # a known target, an unknown key
-        key = rest[len(max(prefixes, key=len)) + 1 :]
-        match = _suggest(key, [*_TARGET_KEYS, _HEADER + "<NAME>"])
-        hint = (
-            f"did you mean {var[: len(var) - len(key)] + match!r}?"
-            if match
-            else "keys: " + ", ".join([*_TARGET_KEYS, _HEADER + "<NAME>"])
-        )
-        raise ValueError(f"{var}: unknown variable ({hint})")
-    # An unknown target: guess its NAME from the key at the end, and suggest a known one.
-    name = next(
-        (rest[: -len(k) - 1] for k in sorted(_TARGET_KEYS, key=len, reverse=True) if rest.endswith("_" + k)),
-        rest.partition("_" + _HEADER)[0] if "_" + _HEADER in rest else None,
-    )
-    match = _suggest(name, by_env) if name else None
-    if match is not None and name is not None:
-        suggestion = _TARGET_ENV + match + rest[len(name) :]
-        raise ValueError(
-            f"{var}: unknown variable: no target {name} (did you mean {suggestion!r}? "
-            f"New targets are declared in {_TARGETS_ENV})"
-        )
-    targets = ", ".join(f"{n!r} ({_TARGET_ENV}{upper}_*)" for upper, ns in by_env.items() for n in ns)
-    raise ValueError(
-        f"{var}: unknown variable: no such target (targets: {targets}; declare new targets in {_TARGETS_ENV})"
-    )
-
-
-# Where an override came from: a path in env_overrides()'s layout -> the variable.
-_Origins = dict[tuple[str, ...], str]
-
-
-def _parse_env(environ: Mapping[str, str], known: Sequence[str]) -> tuple[dict[str, Any], _Origins]:
-    overrides: dict[str, Any] = {}
-    origins: _Origins = {}
-    declared: list[str] = []
-    if _TARGETS_ENV in environ:
-        declared = [n.strip() for n in environ[_TARGETS_ENV].split(",") if n.strip()]
-        for name in declared:
-            if declared.count(name) > 1:
-                raise ValueError(f"{_TARGETS_ENV}: target {name!r} is declared twice")
-    names = list(dict.fromkeys([*known, *declared]))
-    by_env: dict[str, list[str]] = {}
-    for name in names:
-        by_env.setdefault(env_name(name), []).append(name)
-    targets: dict[str, dict[str, Any]] = {name: {"name": name} for name in declared}
-    for name in declared:
-        origins[("targets", name)] = _TARGETS_ENV
-
-    for var in sorted(environ):
-        if not var.startswith(ENV_PREFIX) or var in FOREIGN_ENV or var == _TARGETS_ENV:
-            continue
-        text = environ[var]
-        if var in _SCALAR_VARS:
-            param = _SCALAR_VARS[var]
-            overrides[param.name] = _parse_env_value(var, param, text)
-            origins[(param.name,)] = var
-        elif var in _COMPARE_VARS:
-            param = _COMPARE_VARS[var]
-            overrides.setdefault("compare", {})[param.name] = _parse_env_value(var, param, text)
-            origins[("compare", param.name)] = var
-        elif var.startswith(_TARGET_ENV):
-            name, key = _split_target_var(var, by_env)
-            table = targets.setdefault(name, {"name": name})
-            if key.startswith(_HEADER):
-                header = key[len(_HEADER) :].replace("_", "-").lower()
-                if not header:
-                    raise ValueError(f"{var}: no header name after {_HEADER}")
-                table.setdefault("headers", {})[header] = text.strip()
-                origins[("targets", name, "headers", header)] = var
-            else:
-                param = _TARGET_KEYS[key]
-                table[param.name] = _parse_env_value(var, param, text)
-                origins[("targets", name, param.name)] = var
-        else:
-            choices = [*_SCALAR_VARS, *_COMPARE_VARS, _TARGETS_ENV, *sorted(FOREIGN_ENV)]
-            choices += [f"{_TARGET_ENV}{upper}_{key}" for upper in by_env for key in _TARGET_KEYS]
-            match = _suggest_var(var, choices)
-            hint = f" (did you mean {match!r}?)" if match else ""
-            raise ValueError(f"{var}: unknown variable{hint}")
-    if targets:
-        # Known targets first, in their order, then the newly declared ones.
-        order = {name: i for i, name in enumerate(names)}
-        overrides["targets"] = sorted(targets.values(), key=lambda t: order[t["name"]])
-    return overrides, origins
-
-
 def _known_targets(data: Mapping[str, Any]) -> list[str]:
     targets = data.get("targets")
     if isinstance(targets, str | bytes) or not isinstance(targets, Sequence):
         return []
     return [t["name"] for t in targets if isinstance(t, Mapping) and isinstance(t.get("name"), str)]
-
-
-def env_overrides(environ: Mapping[str, str], *, targets: Iterable[str] = ()) -> dict[str, Any]:
-    """The options the ``SHADOW_*`` variables of ``environ`` set, in the file's layout.
-
-    ``targets`` are the names of targets already configured (in a file), which
-    ``SHADOW_TARGET_<NAME>_*`` variables may address; ``SHADOW_TARGETS`` declares more.
-    The result holds only what the environment sets, e.g. ``{"max_queue": 50,
-    "compare": {"abs_tol": 0.01}, "targets": [{"name": "churn-v2", "sample_rate": 0.1}]}``;
-    an empty value of an optional option is ``None`` (unset). A bad value or an unknown
-    variable raises ``ValueError`` naming the variable.
-    """
-    return _parse_env(environ, list(targets))[0]
-
-
-def apply_env(data: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """``data`` (the file's layout) with the ``SHADOW_*`` overrides of ``environ`` applied.
-
-    ``data`` is not modified. Options replace the file's, ``[compare]`` keys one by one,
-    targets are matched by name (a ``_URL`` replaces the file's ``base_url`` and the other
-    way round; headers are matched case-insensitively), and targets declared in
-    ``SHADOW_TARGETS`` that the file does not have are appended.
-    """
-    return _apply_env(data, environ)[0]
-
-
-def _apply_env(data: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Also returns which key paths of the result came from which variable."""
-    overrides, env_origins = _parse_env(environ, _known_targets(data))
-    merged = dict(data)
-    origins: dict[str, str] = {}
-    for key, value in overrides.items():
-        if key == "compare":
-            current = merged.get("compare")
-            if current is None or isinstance(current, Mapping):
-                merged["compare"] = {**(current or {}), **value}
-                for k in value:
-                    origins[f"compare.{k}"] = env_origins[("compare", k)]
-        elif key == "targets":
-            _merge_targets(merged, value, env_origins, origins)
-        else:
-            merged[key] = value
-            origins[key] = env_origins[(key,)]
-    return merged, origins
 
 
 def _merge_targets(
@@ -557,7 +638,7 @@ def _merge_targets(
         )
         if index is None:
             if "url" not in override and "base_url" not in override:
-                var = f"{_TARGET_ENV}{env_name(name)}"
+                var = f"{_TARGET_ENV}{_env_name(name)}"
                 raise ValueError(f"{_TARGETS_ENV}: target {name!r} needs {var}_URL or {var}_BASE_URL")
             tables.append(dict(override))
             index = len(tables) - 1
@@ -595,78 +676,7 @@ def _merge_headers(current: Mapping[str, Any], overrides: Mapping[str, str]) -> 
     return headers
 
 
-def config_from_env(
-    environ: Mapping[str, str] = os.environ, *, base: Mapping[str, Any] | None = None
-) -> ShadowConfig:
-    """Build a :class:`ShadowConfig` from the environment, and the file ``SHADOW_CONFIG`` names.
-
-    Layers, each overriding the one before: ``base`` (in-code defaults, in the file's
-    layout), the TOML file ``SHADOW_CONFIG`` names (its top-level keys replace ``base``'s,
-    ``[compare]`` keys one by one, its ``[[targets]]`` replace ``base``'s), then the
-    ``SHADOW_*`` variables. Without ``SHADOW_CONFIG`` the configuration comes from
-    ``base`` and the environment alone.
-    """
-    return _config_from(environ.get(_CONFIG_ENV) or None, environ, base)
-
-
-def _config_from(
-    path: str | None, environ: Mapping[str, str], base: Mapping[str, Any] | None
-) -> ShadowConfig:
-    data: dict[str, Any] = dict(base or {})
-    origins = {key: _BASE_SOURCE for key in data}
-    source = _ENV_SOURCE
-    if path is not None:
-        source = path
-        from_file = _read_toml(path)
-        for key, value in from_file.items():
-            lower = data.get(key)
-            if key == "compare" and isinstance(lower, Mapping) and isinstance(value, Mapping):
-                for k in lower:
-                    if k not in value:
-                        origins[f"compare.{k}"] = _BASE_SOURCE
-                data[key] = {**lower, **value}
-            else:
-                data[key] = value
-            origins.pop(key, None)
-    merged, env_origins = _apply_env(data, environ)
-    return _build(merged, _Where(source, {**origins, **env_origins}))
-
-
-# --------------------------------------------------------------------------- describe
-
-
-def describe(config: ShadowConfig) -> str:
-    """The effective configuration as TOML, in the file's layout, every key included.
-
-    Target header values are masked as ``"***"``; options that are not set (``None``)
-    appear as comments. ``config_from_mapping(tomllib.loads(describe(c)), source=...)``
-    rebuilds ``c`` (but for the masked header values).
-    """
-    lines = ["# shadow_middleware: effective configuration (header values masked)"]
-    for name, param in _CONFIG.items():
-        if param.kind not in ("targets", "compare"):
-            lines.append(_toml_line(name, getattr(config, name)))
-    for target in config.targets:
-        lines += ["", "[[targets]]"]
-        for name in _TARGET:
-            if name != "headers":
-                lines.append(_toml_line(name, getattr(target, name)))
-        lines += ["", "[targets.headers]"]
-        lines += [f"{_toml_key(k)} = {_toml_str(_MASK)}" for k in target.headers]
-    lines += ["", "[compare]"]
-    compare = config.compare
-    pairs = compare.fields
-    as_table = any(p != c for p, c in pairs)
-    for name in _COMPARE:
-        if name == "fields":
-            if not as_table:
-                lines.append(_toml_line(name, [p for p, _ in pairs]))
-        else:
-            lines.append(_toml_line(name, getattr(compare, name)))
-    if as_table:
-        lines += ["", "[compare.fields]  # primary pointer = candidate pointer"]
-        lines += [f"{_toml_key(p)} = {_toml_str(c)}" for p, c in pairs]
-    return "\n".join(lines) + "\n"
+# --------------------------------------------------------------------------- TOML writing
 
 
 def _toml_line(key: str, value: Any) -> str:

@@ -62,8 +62,6 @@ class ShadowFlask:
 
 
 def config_from_flask(values: Mapping[str, Any]) -> ShadowConfig:
-    from ._configfile import config_from_env, load_toml
-
     given = values.get("SHADOW_CONFIG")
     if isinstance(given, ShadowConfig):
         return given
@@ -74,8 +72,8 @@ def config_from_flask(values: Mapping[str, Any]) -> ShadowConfig:
     if given is not None:
         env["SHADOW_CONFIG"] = str(given)
         if not env.keys() - {"SHADOW_CONFIG"}:
-            return load_toml(str(given))
-    return config_from_env(env)
+            return ShadowConfig.from_toml(str(given))
+    return ShadowConfig.from_env(env)
 
 
 def _as_env(value: Any) -> str:

@@ -1,5 +1,6 @@
 """The TOML file and SHADOW_* environment layer (``shadow_middleware._configfile``) and its CLI.
 
+It is reached through ``ShadowConfig.from_toml`` and ``ShadowConfig.from_env``.
 Contract: the file mirrors the constructors one to one; every error is a ``ValueError``
 naming its source (file or variable) and key path; the environment overrides the file;
 ``describe()`` writes the effective configuration back in the same layout, secrets masked.
@@ -13,22 +14,16 @@ import re
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shadow_middleware import Compare, ShadowConfig, ShadowTarget
-from shadow_middleware import _configfile as cf
 from shadow_middleware.__main__ import main
-from shadow_middleware._configfile import (
-    apply_env,
-    config_from_env,
-    config_from_mapping,
-    describe,
-    env_overrides,
-    load_toml,
-)
+from shadow_middleware._config import describe
+from shadow_middleware._configfile import ConfigLoader, _Where
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,8 +148,27 @@ def write(tmp_path: Path, text: str, name: str = "shadow.toml") -> Path:
     return path
 
 
-def load(text: str) -> ShadowConfig:
-    return config_from_mapping(tomllib.loads(text), source="shadow.toml")
+Load = Callable[[str], ShadowConfig]
+
+
+@pytest.fixture
+def load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Load:
+    """Loads a TOML text with ``ShadowConfig.from_toml`` from ``shadow.toml`` in the working
+    directory, so that errors name ``shadow.toml``."""
+    directory = tmp_path / "load"
+    directory.mkdir()
+    monkeypatch.chdir(directory)
+
+    def load(text: str) -> ShadowConfig:
+        Path("shadow.toml").write_text(text, encoding="utf-8")
+        return ShadowConfig.from_toml("shadow.toml")
+
+    return load
+
+
+def targets_base(*names: str) -> dict[str, Any]:
+    """A ``base`` with targets of these names, as a file would configure them."""
+    return {"targets": [{"name": name, "url": f"http://{name}.file/x"} for name in names]}
 
 
 MINIMAL = '[[targets]]\nname = "churn-v2"\nurl = "http://127.0.0.1:5002/predict_shadow"\n'
@@ -170,7 +184,7 @@ def error_of(fn: Any, *args: Any, **kwargs: Any) -> str:
 
 
 def test_example_file_loads_like_the_constructor_call(tmp_path: Path) -> None:
-    got = load_toml(write(tmp_path, EXAMPLE))
+    got = ShadowConfig.from_toml(write(tmp_path, EXAMPLE))
     want = example_by_constructor()
     assert_same(got, want)
     # Spot checks on what the comparison above covers, in case public() ever drifts.
@@ -191,30 +205,31 @@ def test_example_uses_every_keyword_of_every_constructor() -> None:
 
 def test_every_keyword_has_a_known_kind() -> None:
     """Every keyword is type-checked, settable from the environment and written by describe()."""
-    for params in (cf._CONFIG, cf._TARGET, cf._COMPARE):
+    loader = ConfigLoader(ShadowConfig, ShadowTarget, Compare)
+    for params in (loader.config_params, loader.target_params, loader.compare_params):
         assert all(p.kind != "raw" for p in params.values()), params
 
 
-def test_minimal_file_gets_the_constructor_defaults() -> None:
+def test_minimal_file_gets_the_constructor_defaults(load: Load) -> None:
     assert_same(
         load(MINIMAL), ShadowConfig([ShadowTarget("churn-v2", url="http://127.0.0.1:5002/predict_shadow")])
     )
 
 
-def test_compare_fields_as_a_list_of_pointers() -> None:
+def test_compare_fields_as_a_list_of_pointers(load: Load) -> None:
     got = load(MINIMAL + '[compare]\nfields = ["/prediction", "/label"]\n')
     assert got.compare.fields == (("/prediction", "/prediction"), ("/label", "/label"))
 
 
 def test_a_mapping_with_tuples_and_sets_is_accepted() -> None:
     """In-code data (``base=``) may use tuples and sets where TOML has arrays."""
-    got = config_from_mapping(
-        {
+    got = ShadowConfig.from_env(
+        {},
+        base={
             "targets": ({"name": "a", "url": "http://h/x"},),
             "routes": ("POST /a",),
             "drop_headers": frozenset({"cookie"}),
         },
-        source="code",
     )
     assert got.routes == ("POST /a",) and got.drop_headers == frozenset({"cookie"})
 
@@ -257,11 +272,11 @@ def test_a_mapping_with_tuples_and_sets_is_accepted() -> None:
         ),
     ],
 )
-def test_unknown_keys_name_the_key_path_and_a_suggestion(text: str, message: str) -> None:
+def test_unknown_keys_name_the_key_path_and_a_suggestion(load: Load, text: str, message: str) -> None:
     assert error_of(load, text) == message
 
 
-def test_an_unknown_key_without_a_close_match_lists_the_keys() -> None:
+def test_an_unknown_key_without_a_close_match_lists_the_keys(load: Load) -> None:
     message = error_of(load, MINIMAL + "[compare]\nzzz = 1\n")
     assert message.startswith(
         "shadow.toml: compare.zzz: unknown key (expected one of: fields, ignore, abs_tol"
@@ -369,14 +384,15 @@ def test_an_unknown_key_without_a_close_match_lists_the_keys() -> None:
         ),
     ],
 )
-def test_wrong_types_name_the_key(text: str, message: str) -> None:
+def test_wrong_types_name_the_key(load: Load, text: str, message: str) -> None:
     assert error_of(load, text) == message
 
 
 def test_the_top_level_must_be_a_table() -> None:
-    assert (
-        error_of(config_from_mapping, ["x"], source="cfg") == "cfg: expected a table of options, got an array"
-    )
+    # from_toml and from_env always hand the loader a table (a TOML document, a dict of
+    # base): this is the loader's own guard, so it is called directly.
+    loader = ConfigLoader(ShadowConfig, ShadowTarget, Compare)
+    assert error_of(loader._build, ["x"], _Where("cfg")) == "cfg: expected a table of options, got an array"
 
 
 # ---- constructor validation carries the key path ----------------------------------------
@@ -442,11 +458,13 @@ def test_the_top_level_must_be_a_table() -> None:
         ),
     ],
 )
-def test_constructor_errors_carry_the_key_path_and_their_own_text(text: str, message: str) -> None:
+def test_constructor_errors_carry_the_key_path_and_their_own_text(
+    load: Load, text: str, message: str
+) -> None:
     assert error_of(load, text) == message
 
 
-def test_missing_required_keys() -> None:
+def test_missing_required_keys(load: Load) -> None:
     assert error_of(load, "max_queue = 5\n").startswith("shadow.toml: targets: missing; it is required")
     assert (
         error_of(load, '[[targets]]\nurl = "http://h/x"\n')
@@ -459,19 +477,21 @@ def test_missing_required_keys() -> None:
 
 def test_a_toml_syntax_error_names_the_file_and_the_line(tmp_path: Path) -> None:
     path = write(tmp_path, 'routes = ["POST /predict"]\nmax_queue = 5\nenabled = yes\n')
-    message = error_of(load_toml, path)
+    message = error_of(ShadowConfig.from_toml, path)
     assert message.startswith(f"{path}: line 3, column 11: invalid TOML: ")
 
 
 def test_a_missing_file_is_a_value_error_naming_it(tmp_path: Path) -> None:
     path = tmp_path / "nope.toml"
-    assert error_of(load_toml, path) == f"{path}: cannot read the file: No such file or directory"
+    assert (
+        error_of(ShadowConfig.from_toml, path) == f"{path}: cannot read the file: No such file or directory"
+    )
 
 
 def test_a_file_that_is_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "latin1.toml"
     path.write_bytes(b'sample_key = "header:\xe9"\n')
-    assert error_of(load_toml, path).startswith(f"{path}: not UTF-8 text")
+    assert error_of(ShadowConfig.from_toml, path).startswith(f"{path}: not UTF-8 text")
 
 
 # ---- environment ------------------------------------------------------------------------
@@ -501,35 +521,35 @@ def test_env_overrides_every_kind_of_key() -> None:
         "SHADOW_TARGET_CHURN_V4_HEADER_AUTHORIZATION": "Bearer v4",
         "SHADOW_SPAN_FILE": "spans.jsonl",  # someone else's: ignored
     }
-    assert env_overrides(env, targets=["churn-v2", "churn-v3"]) == {
-        "max_queue": 50,
-        "drain_timeout": 1.5,
-        "enabled": False,
-        "routes": ["POST /predict", "POST /score"],
-        "drop_headers": [],
-        "sample_key": "json:/customer_id",
-        "correlation_id": None,
-        "compare": {
-            "fields": ["/a", "/b"],
-            "abs_tol": 0.01,
-            "threshold": 0.5,
-            "record_values": False,
-            "ignore": ["/id"],
-        },
-        "targets": [
-            {
-                "name": "churn-v2",
-                "sample_rate": 0.1,
-                "timeout": 3.0,
-                "max_concurrency": 2,
-                "headers": {"x-api-token": "t0ken"},
-            },
-            {"name": "churn-v3", "base_url": "http://v3:9000"},
-            {"name": "churn-v4", "url": "http://v4:9000/predict", "headers": {"authorization": "Bearer v4"}},
+    # On top of targets alone, the result is exactly what the environment sets.
+    base = {**targets_base("churn-v2", "churn-v3"), "correlation_id": "header:x-request-id"}
+    want = ShadowConfig(
+        targets=[
+            ShadowTarget(
+                "churn-v2",
+                url="http://churn-v2.file/x",
+                sample_rate=0.1,
+                timeout=3.0,
+                max_concurrency=2,
+                headers={"x-api-token": "t0ken"},
+            ),
+            ShadowTarget("churn-v3", base_url="http://v3:9000"),
+            ShadowTarget("churn-v4", url="http://v4:9000/predict", headers={"authorization": "Bearer v4"}),
         ],
-    }
+        max_queue=50,
+        drain_timeout=1.5,
+        enabled=False,
+        routes=["POST /predict", "POST /score"],
+        drop_headers=[],
+        sample_key="json:/customer_id",
+        correlation_id=None,
+        compare=Compare(
+            fields=["/a", "/b"], abs_tol=0.01, threshold=0.5, record_values=False, ignore=["/id"]
+        ),
+    )
+    assert_same(ShadowConfig.from_env(env, base=base), want)
     data = tomllib.loads(EXAMPLE.replace("correlation_id", "# correlation_id"))
-    got = config_from_mapping(apply_env(data, env), source="x")
+    got = ShadowConfig.from_env(env, base=data)
     assert got.max_queue == 50 and got.drain_timeout == 1.5 and got.enabled is False
     assert got.routes == ("POST /predict", "POST /score")
     assert got.drop_headers == frozenset()
@@ -558,7 +578,7 @@ def test_env_values_override_file_values_for_targets_by_name() -> None:
         "SHADOW_TARGET_CHURN_V2_HEADER_AUTHORIZATION": "Bearer rotated",
         "SHADOW_TARGET_CHURN_V2_BASE_URL": "http://v2-canary:5002",
     }
-    got = config_from_mapping(apply_env(data, env), source="x")
+    got = ShadowConfig.from_env(env, base=data)
     v2, v3 = got.targets
     assert v3.sample_rate == 0.0
     # Headers are matched case-insensitively: the file's spelling stays, no duplicate.
@@ -567,11 +587,12 @@ def test_env_values_override_file_values_for_targets_by_name() -> None:
     assert v2.base_url == "http://v2-canary:5002" and v2.url is None
 
 
-def test_apply_env_does_not_modify_its_input() -> None:
+def test_env_overrides_do_not_modify_the_base() -> None:
     data = tomllib.loads(EXAMPLE)
     before = tomllib.loads(EXAMPLE)
-    apply_env(
-        data, {"SHADOW_MAX_QUEUE": "1", "SHADOW_COMPARE_ABS_TOL": "1", "SHADOW_TARGET_CHURN_V2_HEADER_A": "b"}
+    ShadowConfig.from_env(
+        {"SHADOW_MAX_QUEUE": "1", "SHADOW_COMPARE_ABS_TOL": "1", "SHADOW_TARGET_CHURN_V2_HEADER_A": "b"},
+        base=data,
     )
     assert data == before
 
@@ -582,13 +603,18 @@ def test_apply_env_does_not_modify_its_input() -> None:
     + [(t, False) for t in ("0", "false", "No", "off")],
 )
 def test_env_booleans(text: str, value: bool) -> None:
-    assert env_overrides({"SHADOW_ENABLED": text}) == {"enabled": value}
+    base = {**targets_base("a"), "enabled": not value}
+    got = ShadowConfig.from_env({"SHADOW_ENABLED": text}, base=base)
+    assert_same(got, ShadowConfig.from_env({}, base={**base, "enabled": value}))
 
 
 def test_env_compare_fields_as_a_mapping() -> None:
-    assert env_overrides({"SHADOW_COMPARE_FIELDS": "/churn_probability=/score, /make_offer"}) == {
-        "compare": {"fields": {"/churn_probability": "/score", "/make_offer": "/make_offer"}}
-    }
+    base = targets_base("a")
+    got = ShadowConfig.from_env(
+        {"SHADOW_COMPARE_FIELDS": "/churn_probability=/score, /make_offer"}, base=base
+    )
+    fields = {"/churn_probability": "/score", "/make_offer": "/make_offer"}
+    assert_same(got, ShadowConfig.from_env({}, base={**base, "compare": {"fields": fields}}))
 
 
 def test_env_only_configuration() -> None:
@@ -600,7 +626,7 @@ def test_env_only_configuration() -> None:
         "SHADOW_TARGET_SHADOW_B_SAMPLE_RATE": "0.5",
         "SHADOW_COMPARE_FIELDS": "/prediction",
     }
-    got = config_from_env(env)
+    got = ShadowConfig.from_env(env)
     want = ShadowConfig(
         targets=[
             ShadowTarget(
@@ -614,7 +640,9 @@ def test_env_only_configuration() -> None:
 
 
 def test_an_env_only_target_needs_a_url() -> None:
-    message = error_of(config_from_env, {"SHADOW_TARGETS": "churn-v2", "SHADOW_TARGET_CHURN_V2_TIMEOUT": "1"})
+    message = error_of(
+        ShadowConfig.from_env, {"SHADOW_TARGETS": "churn-v2", "SHADOW_TARGET_CHURN_V2_TIMEOUT": "1"}
+    )
     assert (
         message
         == "SHADOW_TARGETS: target 'churn-v2' needs SHADOW_TARGET_CHURN_V2_URL or SHADOW_TARGET_CHURN_V2_BASE_URL"
@@ -622,7 +650,7 @@ def test_an_env_only_target_needs_a_url() -> None:
 
 
 def test_no_targets_anywhere() -> None:
-    message = error_of(config_from_env, {"SHADOW_MAX_QUEUE": "5"})
+    message = error_of(ShadowConfig.from_env, {"SHADOW_MAX_QUEUE": "5"})
     assert message.startswith("environment: targets: missing; it is required")
     assert "SHADOW_TARGETS" in message
 
@@ -699,11 +727,11 @@ def test_no_targets_anywhere() -> None:
     ],
 )
 def test_bad_env_values_name_the_variable(env: dict[str, str], message: str) -> None:
-    assert error_of(env_overrides, env, targets=["churn-v2"]) == message
+    assert error_of(ShadowConfig.from_env, env, base=targets_base("churn-v2")) == message
 
 
 def test_a_target_variable_without_targets_says_how_to_declare_them() -> None:
-    message = error_of(env_overrides, {"SHADOW_TARGET_X_URL": "http://h/x"})
+    message = error_of(ShadowConfig.from_env, {"SHADOW_TARGET_X_URL": "http://h/x"})
     assert (
         message
         == "SHADOW_TARGET_X_URL: unknown variable: no target is configured (declare targets in SHADOW_TARGETS)"
@@ -711,19 +739,21 @@ def test_a_target_variable_without_targets_says_how_to_declare_them() -> None:
 
 
 def test_target_names_that_collide_in_the_environment_are_ambiguous() -> None:
-    message = error_of(env_overrides, {"SHADOW_TARGET_A_B_URL": "http://h/x"}, targets=["a-b", "a.b"])
+    message = error_of(
+        ShadowConfig.from_env, {"SHADOW_TARGET_A_B_URL": "http://h/x"}, base=targets_base("a-b", "a.b")
+    )
     assert message == "SHADOW_TARGET_A_B_URL: ambiguous: it can address each of the targets 'a-b', 'a.b'"
 
 
 def test_target_names_that_are_prefixes_of_each_other() -> None:
     # "a" + BASE_URL, or "a-base" + URL? Both exist: refuse to guess.
     assert "ambiguous" in error_of(
-        env_overrides, {"SHADOW_TARGET_A_BASE_URL": "http://h"}, targets=["a", "a-base"]
+        ShadowConfig.from_env, {"SHADOW_TARGET_A_BASE_URL": "http://h"}, base=targets_base("a", "a-base")
     )
     # But "a-b" + URL is the only reading here.
-    assert env_overrides({"SHADOW_TARGET_A_B_URL": "http://h/x"}, targets=["a", "a-b"]) == {
-        "targets": [{"name": "a-b", "url": "http://h/x"}]
-    }
+    got = ShadowConfig.from_env({"SHADOW_TARGET_A_B_URL": "http://h/x"}, base=targets_base("a", "a-b"))
+    want = {"targets": [{"name": "a", "url": "http://a.file/x"}, {"name": "a-b", "url": "http://h/x"}]}
+    assert_same(got, ShadowConfig.from_env({}, base=want))
 
 
 def test_foreign_and_unprefixed_variables_are_left_alone() -> None:
@@ -734,44 +764,45 @@ def test_foreign_and_unprefixed_variables_are_left_alone() -> None:
         "HOME": "/",
         "shadow_max_queue": "x",
     }
-    assert env_overrides(env) == {}
+    base = targets_base("a")
+    assert_same(ShadowConfig.from_env(env, base=base), ShadowConfig.from_env({}, base=base))
 
 
 def test_constructor_errors_from_the_environment_name_the_variable(tmp_path: Path) -> None:
     path = write(tmp_path, EXAMPLE)
     env = {"SHADOW_CONFIG": str(path), "SHADOW_TARGET_CHURN_V2_SAMPLE_RATE": "1.5"}
-    assert error_of(config_from_env, env) == (
+    assert error_of(ShadowConfig.from_env, env) == (
         "SHADOW_TARGET_CHURN_V2_SAMPLE_RATE: targets[0].sample_rate: ShadowTarget.sample_rate: must be in [0, 1], got 1.5"
     )
     env = {"SHADOW_CONFIG": str(path), "SHADOW_ROUTES": "POST /a,predict"}
-    assert error_of(config_from_env, env) == (
+    assert error_of(ShadowConfig.from_env, env) == (
         "SHADOW_ROUTES: routes[1]: ShadowConfig.routes[1]: must be 'METHOD /path', got 'predict'"
     )
     env = {"SHADOW_CONFIG": str(path), "SHADOW_COMPARE_REL_TOL": "-1"}
     assert (
-        error_of(config_from_env, env)
+        error_of(ShadowConfig.from_env, env)
         == "SHADOW_COMPARE_REL_TOL: compare.rel_tol: Compare.rel_tol: must be >= 0.0, got -1.0"
     )
     # ... while a bad value that stays in the file is still the file's.
     env = {"SHADOW_CONFIG": str(path), "SHADOW_TARGET_CHURN_V2_SAMPLE_RATE": "0.5"}
     bad = write(tmp_path, EXAMPLE.replace("max_concurrency = 8", "max_concurrency = 0"), "bad.toml")
     env["SHADOW_CONFIG"] = str(bad)
-    assert error_of(config_from_env, env).startswith(
+    assert error_of(ShadowConfig.from_env, env).startswith(
         f"{bad}: targets[0].max_concurrency: ShadowTarget.max_concurrency:"
     )
     # A target declared in SHADOW_TARGETS is the environment's.
     env = {"SHADOW_TARGETS": "x y", "SHADOW_TARGET_X_Y_URL": "http://h/x"}
-    assert error_of(config_from_env, env).startswith(
+    assert error_of(ShadowConfig.from_env, env).startswith(
         "SHADOW_TARGETS: targets[0].name: ShadowTarget.name: must be a token"
     )
 
 
-# ---- config_from_env --------------------------------------------------------------------
+# ---- ShadowConfig.from_env --------------------------------------------------------------------
 
 
 def test_shadow_config_names_the_file_and_env_overrides_it(tmp_path: Path) -> None:
     path = write(tmp_path, EXAMPLE)
-    got = config_from_env({"SHADOW_CONFIG": str(path), "SHADOW_MAX_QUEUE": "7", "HOME": "/root"})
+    got = ShadowConfig.from_env({"SHADOW_CONFIG": str(path), "SHADOW_MAX_QUEUE": "7", "HOME": "/root"})
     want = example_by_constructor()
     assert got.max_queue == 7
     assert_same(got, ShadowConfig(**{**public_kwargs(want), "max_queue": 7}))
@@ -781,19 +812,21 @@ def public_kwargs(config: ShadowConfig) -> dict[str, Any]:
     return {name: getattr(config, name) for name in keywords(ShadowConfig)}
 
 
-def test_config_from_env_reads_os_environ_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_from_env_reads_os_environ_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for var in list(os.environ):
         if var.startswith("SHADOW_"):
             monkeypatch.delenv(var)
     monkeypatch.setenv("SHADOW_CONFIG", str(write(tmp_path, EXAMPLE)))
     monkeypatch.setenv("SHADOW_ENABLED", "no")
-    got = config_from_env()
+    got = ShadowConfig.from_env()
     assert got.enabled is False and got.max_queue == 200
 
 
 def test_shadow_config_pointing_nowhere(tmp_path: Path) -> None:
     path = tmp_path / "missing.toml"
-    assert error_of(config_from_env, {"SHADOW_CONFIG": str(path)}).startswith(f"{path}: cannot read the file")
+    assert error_of(ShadowConfig.from_env, {"SHADOW_CONFIG": str(path)}).startswith(
+        f"{path}: cannot read the file"
+    )
 
 
 def test_base_defaults_under_the_file_under_the_environment(tmp_path: Path) -> None:
@@ -804,7 +837,7 @@ def test_base_defaults_under_the_file_under_the_environment(tmp_path: Path) -> N
         "compare": {"fields": ["/score"], "threshold": 0.5},
     }
     # Environment over base.
-    got = config_from_env({"SHADOW_MAX_QUEUE": "20", "SHADOW_TARGET_DEV_TIMEOUT": "1"}, base=base)
+    got = ShadowConfig.from_env({"SHADOW_MAX_QUEUE": "20", "SHADOW_TARGET_DEV_TIMEOUT": "1"}, base=base)
     assert (got.max_queue, got.routes, got.targets[0].name, got.targets[0].timeout) == (
         20,
         ("POST /score",),
@@ -814,29 +847,29 @@ def test_base_defaults_under_the_file_under_the_environment(tmp_path: Path) -> N
     assert base["max_queue"] == 10  # not modified
     # File over base: its keys replace base's, its [[targets]] replace base's, [compare] merges.
     path = write(tmp_path, MINIMAL + "[compare]\nabs_tol = 0.1\n")
-    got = config_from_env({"SHADOW_CONFIG": str(path)}, base=base)
+    got = ShadowConfig.from_env({"SHADOW_CONFIG": str(path)}, base=base)
     assert [t.name for t in got.targets] == ["churn-v2"]
     assert got.routes == ("POST /score",) and got.max_queue == 10
     assert got.compare.fields == (("/score", "/score"),)
     assert (got.compare.threshold, got.compare.abs_tol) == (0.5, 0.1)
     # A bad value that comes from base is blamed on base.
-    message = error_of(config_from_env, {"SHADOW_CONFIG": str(path)}, base={**base, "max_queue": -1})
+    message = error_of(ShadowConfig.from_env, {"SHADOW_CONFIG": str(path)}, base={**base, "max_queue": -1})
     assert message == "base: max_queue: ShadowConfig.max_queue: must be >= 0, got -1"
 
 
 # ---- describe ---------------------------------------------------------------------------
 
 
-def test_describe_masks_header_values_and_round_trips() -> None:
+def test_describe_masks_header_values_and_round_trips(load: Load) -> None:
     config = example_by_constructor()
     text = describe(config)
     assert "candidate-secret" not in text and '"***"' in text
-    again = config_from_mapping(tomllib.loads(text), source="describe")
+    again = load(text)
     assert_same(again, config, mask_headers=True)
     assert again.targets[0].headers == {"Authorization": "***", "X-Team": "***"}
 
 
-def test_describe_writes_every_key_including_defaults() -> None:
+def test_describe_writes_every_key_including_defaults(load: Load) -> None:
     config = ShadowConfig([ShadowTarget("a", url="http://h/x")])
     text = describe(config)
     data = tomllib.loads(text)
@@ -848,7 +881,7 @@ def test_describe_writes_every_key_including_defaults() -> None:
     assert set(data["compare"]) == set(keywords(Compare)) - {"threshold"}  # None: a comment
     assert set(data["targets"][0]) == set(keywords(ShadowTarget)) - {"base_url"}
     assert data["drop_headers"] == sorted(config.drop_headers)
-    assert_same(config_from_mapping(data, source="describe"), config)
+    assert_same(load(text), config)
 
 
 @pytest.mark.parametrize(
@@ -882,8 +915,8 @@ def test_describe_writes_every_key_including_defaults() -> None:
         ),
     ],
 )
-def test_describe_round_trips(config: ShadowConfig) -> None:
-    again = config_from_mapping(tomllib.loads(describe(config)), source="describe")
+def test_describe_round_trips(load: Load, config: ShadowConfig) -> None:
+    again = load(describe(config))
     assert_same(again, config, mask_headers=True)
 
 
@@ -907,7 +940,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-def test_cli_check_config_prints_the_effective_configuration_masked(tmp_path: Path) -> None:
+def test_cli_check_config_prints_the_effective_configuration_masked(tmp_path: Path, load: Load) -> None:
     path = write(tmp_path, EXAMPLE)
     done = run_cli("check-config", str(path))
     assert done.returncode == 0, done.stderr
@@ -915,7 +948,7 @@ def test_cli_check_config_prints_the_effective_configuration_masked(tmp_path: Pa
     assert "candidate-secret" not in done.stdout
     assert 'Authorization = "***"' in done.stdout
     assert_same(
-        config_from_mapping(tomllib.loads(done.stdout), source="cli"),
+        load(done.stdout),
         example_by_constructor(),
         mask_headers=True,
     )
