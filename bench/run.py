@@ -44,7 +44,7 @@ from typing import Any
 
 from examples.churn import data
 from examples.launch import ROOT, Process, free_port, start
-from shadow_middleware._otlp_json import read_shadow_spans
+from shadow_middleware.report.spans import read_shadow_spans
 
 APP_CORE = "0"
 LOAD_CORE = "1"

@@ -30,7 +30,7 @@ from typing import Any
 
 from examples.churn import data
 from examples.launch import ROOT, Process, start
-from shadow_middleware._otlp_json import ShadowSpan, read_shadow_spans
+from shadow_middleware.report.spans import ShadowSpan, read_shadow_spans
 
 OUTCOMES = ("match", "mismatch", "error", "timeout", "dropped", "skipped")
 SERVERS = {"fastapi": "FastAPI under uvicorn", "flask": "Flask under gunicorn (2 workers, --preload)"}

@@ -20,7 +20,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
-from ._configfile import ENV_PREFIX, FOREIGN_ENV, _config_from, describe, load_toml
+from ._config import ShadowConfig, describe
+from ._configfile import ENV_PREFIX, FOREIGN_ENV
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -33,7 +34,7 @@ def _add_check_config(commands: Subparsers) -> None:
         help="validate a configuration file and print the effective configuration",
         description=(
             "Validate a TOML configuration file, with the SHADOW_* environment overrides applied "
-            "(as config_from_env would with SHADOW_CONFIG=PATH), and print the effective "
+            "(as ShadowConfig.from_env would with SHADOW_CONFIG=PATH), and print the effective "
             "configuration as TOML with header values masked. Exit status 0 when valid, 2 otherwise."
         ),
     )
@@ -45,7 +46,11 @@ def _add_check_config(commands: Subparsers) -> None:
 def _check_config(args: argparse.Namespace) -> int:
     environ = {} if args.no_env else dict(os.environ)
     try:
-        config = load_toml(args.path) if args.no_env else _config_from(args.path, environ, None)
+        if args.no_env or not args.path:
+            # An empty PATH is a file that cannot be read, not "no file" as an empty SHADOW_CONFIG is.
+            config = ShadowConfig.from_toml(args.path)
+        else:
+            config = ShadowConfig.from_env({**environ, "SHADOW_CONFIG": args.path})
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -57,7 +62,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _add_report(commands: Subparsers) -> None:
-    from ._report import add_arguments
+    from .report.cli import add_arguments
 
     parser = commands.add_parser(
         "report",
@@ -74,7 +79,7 @@ def _add_report(commands: Subparsers) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ._report import run
+    from .report.cli import run
 
     return run(args)
 

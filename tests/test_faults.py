@@ -25,7 +25,7 @@ import pytest
 
 from examples.churn import data
 from examples.launch import Process, free_port, start
-from shadow_middleware._otlp_json import read_shadow_spans
+from shadow_middleware.report.spans import read_shadow_spans
 
 from .faulty import FaultyCandidate
 from .servers import request

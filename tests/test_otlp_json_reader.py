@@ -5,16 +5,16 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+from opentelemetry.exporter.otlp.json.file import FileSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from examples.churn.telemetry import OtlpJsonFileExporter
-from shadow_middleware._otlp_json import read_shadow_spans
+from shadow_middleware.report.spans import read_shadow_spans
 
 
 def write_spans(path: Path) -> None:
     tp = TracerProvider()
-    tp.add_span_processor(SimpleSpanProcessor(OtlpJsonFileExporter(path)))
+    tp.add_span_processor(SimpleSpanProcessor(FileSpanExporter(path)))
     tracer = tp.get_tracer("shadow_middleware")
     for i in range(3):
         with tracer.start_as_current_span("shadow POST /predict") as span:

@@ -24,10 +24,13 @@ import pytest
 from scipy import stats as sps
 from sklearn import metrics as skm
 
-from shadow_middleware import _stats
-from shadow_middleware._otlp_json import read_shadow_spans
-from shadow_middleware._policy import Policy, PolicyError, load_policy, parse_rule
-from shadow_middleware._report import OUTCOMES, ReportOptions, aggregate, build_report, load_labels
+from shadow_middleware._outcomes import OUTCOMES
+from shadow_middleware.report import stats
+from shadow_middleware.report.aggregate import ReportOptions, aggregate
+from shadow_middleware.report.build import build_report
+from shadow_middleware.report.ground_truth import load_labels
+from shadow_middleware.report.policy import Policy, PolicyError, load_policy, parse_rule
+from shadow_middleware.report.spans import read_shadow_spans
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -126,16 +129,16 @@ def scored_dataset(n: int = 400, seed: int = 7) -> tuple[list[dict[str, Any]], d
 
 
 def test_wilson_hand_computed_and_scipy() -> None:
-    low, high = _stats.wilson(8, 10)  # type: ignore[misc]
+    low, high = stats.wilson(8, 10)  # type: ignore[misc]
     # p=0.8, z^2=3.8415: centre (0.8+0.19208)/1.38415, half 1.96*sqrt(0.016+0.0096)/1.38415
     assert low == pytest.approx(0.4902, abs=1e-4)
     assert high == pytest.approx(0.9433, abs=1e-4)
-    assert _stats.wilson(0, 0) is None
-    lo0, hi0 = _stats.wilson(0, 20)  # type: ignore[misc]
+    assert stats.wilson(0, 0) is None
+    lo0, hi0 = stats.wilson(0, 20)  # type: ignore[misc]
     assert lo0 == 0.0 and hi0 == pytest.approx(0.1611, abs=1e-4)
     for k, n in [(8, 10), (0, 5), (5, 5), (876, 1000), (1, 3), (499, 1000)]:
         ref = sps.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-        ours = _stats.wilson(k, n)
+        ours = stats.wilson(k, n)
         assert ours is not None
         assert ours[0] == pytest.approx(ref.low, abs=1e-9)
         assert ours[1] == pytest.approx(ref.high, abs=1e-9)
@@ -146,13 +149,13 @@ def test_percentile_matches_numpy_linear(n: int) -> None:
     rng = random.Random(n)
     values = sorted(rng.expovariate(0.1) for _ in range(n))
     for q in (0, 1, 50, 95, 99, 99.9, 100):
-        assert _stats.percentile(values, q) == pytest.approx(float(np.percentile(values, q, method="linear")))
-    assert _stats.percentile([], 50) is None
-    assert _stats.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5  # by hand
+        assert stats.percentile(values, q) == pytest.approx(float(np.percentile(values, q, method="linear")))
+    assert stats.percentile([], 50) is None
+    assert stats.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5  # by hand
 
 
 def test_reservoir_exact_then_bounded() -> None:
-    r: _stats.Reservoir[int] = _stats.Reservoir(100, seed=1)
+    r: stats.Reservoir[int] = stats.Reservoir(100, seed=1)
     for i in range(100):
         r.add(i)
     assert r.exact and r.items == list(range(100))
@@ -160,7 +163,7 @@ def test_reservoir_exact_then_bounded() -> None:
         r.add(i)
     assert not r.exact and len(r.items) == 100 and r.seen == 10_000
     assert max(r.items) > 1000  # later items got in
-    r2: _stats.Reservoir[int] = _stats.Reservoir(100, seed=1)
+    r2: stats.Reservoir[int] = stats.Reservoir(100, seed=1)
     for i in range(10_000):
         r2.add(i)
     assert r2.items == r.items  # seeded: reproducible
@@ -168,9 +171,9 @@ def test_reservoir_exact_then_bounded() -> None:
 
 def test_auc_hand_computed_with_ties() -> None:
     # pos {0.8, 0.5}, neg {0.5, 0.2}: pairs (0.8>0.5) (0.8>0.2) (0.5=0.5 -> 1/2) (0.5>0.2) = 3.5/4
-    assert _stats.auc([0.8, 0.5, 0.5, 0.2], [1, 1, 0, 0]) == 0.875
-    assert _stats.auc([0.1, 0.2], [1, 1]) is None
-    assert _stats.roc_curve([0.8, 0.5, 0.5, 0.2], [1, 1, 0, 0]) == [(0, 0), (0, 0.5), (0.5, 1), (1, 1)]
+    assert stats.auc([0.8, 0.5, 0.5, 0.2], [1, 1, 0, 0]) == 0.875
+    assert stats.auc([0.1, 0.2], [1, 1]) is None
+    assert stats.roc_curve([0.8, 0.5, 0.5, 0.2], [1, 1, 0, 0]) == [(0, 0), (0, 0.5), (0.5, 1), (1, 1)]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -178,29 +181,29 @@ def test_auc_brier_classification_match_sklearn(seed: int) -> None:
     rng = random.Random(seed)
     labels = [int(rng.random() < 0.3) for _ in range(500)]
     scores = [round(min(1, max(0, 0.3 * y + rng.gauss(0.4, 0.2))), 1) for y in labels]  # many ties
-    assert _stats.auc(scores, labels) == pytest.approx(skm.roc_auc_score(labels, scores))
-    assert _stats.brier(scores, labels) == pytest.approx(skm.brier_score_loss(labels, scores))
+    assert stats.auc(scores, labels) == pytest.approx(skm.roc_auc_score(labels, scores))
+    assert stats.brier(scores, labels) == pytest.approx(skm.brier_score_loss(labels, scores))
     decisions = [s >= 0.5 for s in scores]
-    cl = _stats.classification(decisions, labels)
+    cl = stats.classification(decisions, labels)
     assert cl.accuracy == pytest.approx(skm.accuracy_score(labels, decisions))
     assert cl.precision == pytest.approx(skm.precision_score(labels, decisions, zero_division=0))
     assert cl.recall == pytest.approx(skm.recall_score(labels, decisions, zero_division=0))
     assert cl.f1 == pytest.approx(skm.f1_score(labels, decisions, zero_division=0))
     fpr, tpr, _ = skm.roc_curve(labels, scores, drop_intermediate=False)
-    ours = _stats.roc_curve(scores, labels)
+    ours = stats.roc_curve(scores, labels)
     assert [x for x, _ in ours] == pytest.approx(list(fpr)) and [y for _, y in ours] == pytest.approx(
         list(tpr)
     )
 
 
 def test_classification_zero_division() -> None:
-    cl = _stats.classification([False, False], [0, 0])
+    cl = stats.classification([False, False], [0, 0])
     assert (cl.precision, cl.recall, cl.f1, cl.accuracy) == (0.0, 0.0, 0.0, 1.0)
 
 
 @pytest.mark.parametrize("b,c", [(0, 0), (0, 1), (3, 9), (12, 12), (2, 22), (10, 14)])
 def test_mcnemar_exact_matches_scipy_binomtest(b: int, c: int) -> None:
-    p, method, stat = _stats.mcnemar(b, c)
+    p, method, stat = stats.mcnemar(b, c)
     assert method == "exact" and stat is None
     expected = sps.binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
     assert p == pytest.approx(expected)
@@ -208,7 +211,7 @@ def test_mcnemar_exact_matches_scipy_binomtest(b: int, c: int) -> None:
 
 @pytest.mark.parametrize("b,c", [(10, 15), (50, 74), (100, 100), (5, 60), (20, 21)])
 def test_mcnemar_chi2_continuity_matches_scipy(b: int, c: int) -> None:
-    p, method, stat = _stats.mcnemar(b, c)
+    p, method, stat = stats.mcnemar(b, c)
     assert method == "chi2"
     expected_stat = max(abs(b - c) - 1, 0) ** 2 / (b + c)  # b == c: statistic 0, p 1 (not 1/(b+c))
     assert stat == pytest.approx(expected_stat)
@@ -223,15 +226,15 @@ def test_bootstrap_auc_diff() -> None:
     ys = [int(rng.random() < 0.4) for _ in range(300)]
     ps = [0.2 * y + rng.random() for y in ys]
     cs = [0.6 * y + rng.random() for y in ys]
-    ci = _stats.bootstrap_auc_diff(ps, cs, ys, 500, seed=1)
+    ci = stats.bootstrap_auc_diff(ps, cs, ys, 500, seed=1)
     assert ci is not None
     diff = skm.roc_auc_score(ys, cs) - skm.roc_auc_score(ys, ps)
     assert ci[0] < diff < ci[1]
     assert ci[0] > 0  # clearly better
-    assert _stats.bootstrap_auc_diff(ps, cs, ys, 500, seed=1) == ci  # fixed seed
+    assert stats.bootstrap_auc_diff(ps, cs, ys, 500, seed=1) == ci  # fixed seed
     # same model: every paired resample gives 0
-    assert _stats.bootstrap_auc_diff(ps, ps, ys, 100) == (0.0, 0.0)
-    assert _stats.bootstrap_auc_diff(ps, cs, [1] * len(ys), 100) is None
+    assert stats.bootstrap_auc_diff(ps, ps, ys, 100) == (0.0, 0.0)
+    assert stats.bootstrap_auc_diff(ps, cs, [1] * len(ys), 100) is None
     # standard error close to a straightforward numpy bootstrap of the same statistic
     nrng = np.random.default_rng(0)
     ya, pa, ca = np.array(ys), np.array(ps), np.array(cs)
@@ -261,7 +264,7 @@ def test_aggregate_counts_rates_latency(tmp_path: Path) -> None:
     assert g["outcomes"] == {"match": 8, "mismatch": 1, "error": 1, "timeout": 1, "dropped": 1, "skipped": 1}
     assert g["n"] == 13 and g["compared"] == 9
     assert g["agreement"] == pytest.approx(8 / 9)
-    assert g["agreement_ci"] == pytest.approx(list(_stats.wilson(8, 9)))  # type: ignore[arg-type]
+    assert g["agreement_ci"] == pytest.approx(list(stats.wilson(8, 9)))  # type: ignore[arg-type]
     assert g["error_rate"] == pytest.approx(1 / 11) and g["timeout_rate"] == pytest.approx(1 / 11)
     assert g["flips"] == 1 and g["scored"] == 9 and g["flip_rate"] == pytest.approx(1 / 9)
     assert g["mean_abs_diff"] == pytest.approx((8 * 0.1 + 0.2) / 9) and g["max_abs_diff"] == pytest.approx(
@@ -348,7 +351,7 @@ def test_ground_truth_join_csv_and_jsonl(tmp_path: Path) -> None:
         b = sum(1 for x, z, y in zip(dp, dc, ys, strict=True) if x == bool(y) and z != bool(y))
         c = sum(1 for x, z, y in zip(dp, dc, ys, strict=True) if x != bool(y) and z == bool(y))
         assert gt["mcnemar"]["primary_only_correct"] == b and gt["mcnemar"]["candidate_only_correct"] == c
-        assert gt["mcnemar"]["p_value"] == pytest.approx(_stats.mcnemar(b, c)[0])
+        assert gt["mcnemar"]["p_value"] == pytest.approx(stats.mcnemar(b, c)[0])
         assert gt["auc_diff"] == pytest.approx(skm.roc_auc_score(ys, cs) - skm.roc_auc_score(ys, ps))
         assert gt["auc_diff_ci"][0] <= gt["auc_diff"] <= gt["auc_diff_ci"][1]
 
@@ -569,14 +572,13 @@ def test_other_instrumentation_ignored_and_gzip(tmp_path: Path) -> None:
 
 
 def test_spans_written_through_the_sdk(tmp_path: Path) -> None:
+    from opentelemetry.exporter.otlp.json.file import FileSpanExporter
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-    from examples.churn.telemetry import OtlpJsonFileExporter
-
     path = tmp_path / "sdk.jsonl"
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(OtlpJsonFileExporter(path)))
+    provider.add_span_processor(SimpleSpanProcessor(FileSpanExporter(path)))
     tracer = provider.get_tracer("shadow_middleware")
     for i in range(10):
         attrs: dict[str, Any] = {
@@ -678,9 +680,9 @@ def test_streaming_200k_spans_in_bounded_memory(tmp_path: Path) -> None:
 def test_streaming_tracemalloc_peak(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Python allocations stay bounded once the reservoirs are full: 30k spans with reservoirs of
     2k values allocate at peak about what 10k spans do (one line of JSON is ~250 KB)."""
-    from shadow_middleware import _report
+    from shadow_middleware.report import aggregate as aggregate_module
 
-    monkeypatch.setattr(_report, "LATENCY_RESERVOIR", 2000)
+    monkeypatch.setattr(aggregate_module, "LATENCY_RESERVOIR", 2000)
     peaks = []
     for n in (10_000, 30_000):
         path = _big_file(tmp_path / f"s{n}.jsonl", n)
@@ -697,9 +699,9 @@ def test_streaming_tracemalloc_peak(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 
 
 def test_latency_reservoir_beyond_capacity(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from shadow_middleware import _report
+    from shadow_middleware.report import aggregate as aggregate_module
 
-    monkeypatch.setattr(_report, "LATENCY_RESERVOIR", 1000)
+    monkeypatch.setattr(aggregate_module, "LATENCY_RESERVOIR", 1000)
     rng = random.Random(1)
     spans = [span(i, pms=rng.uniform(0, 100), cms=rng.uniform(0, 100)) for i in range(20_000)]
     path = write_spans(tmp_path / "s.jsonl", spans, per_line=1000)

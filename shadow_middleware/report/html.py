@@ -10,12 +10,12 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import _stats
-
-if TYPE_CHECKING:
-    from ._report import Aggregate, Group
+from . import stats
+from .aggregate import Aggregate, Group
+from .format import fmt
+from .metrics import LATENCY_METRICS, QUALITY_METRICS
 
 __all__ = ["render_html"]
 
@@ -32,18 +32,11 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+def _nice_ticks(lo: float, hi: float) -> list[float]:
+    """About five round ticks from ``lo`` to ``hi``."""
     if hi <= lo:
         return [lo]
-    raw = (hi - lo) / count
+    raw = (hi - lo) / 5
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
     first = math.ceil(lo / step) * step
@@ -112,15 +105,6 @@ class _Plot:
         self.parts.extend(f'<circle cx="{self.sx(x):.1f}" cy="{self.sy(y):.1f}" r="2"/>' for x, y in points)
         self.parts.append("</g>")
 
-    def rects(self, bars: Sequence[tuple[float, float, float]], color: str) -> None:
-        for x0, x1, y in bars:
-            left, right = self.sx(x0), self.sx(x1)
-            top, base = self.sy(y), self.sy(self.y0)
-            self.parts.append(
-                f'<rect x="{left:.1f}" y="{top:.1f}" width="{max(right - left - 1, 0.5):.1f}" '
-                f'height="{max(base - top, 0):.1f}" fill="{color}" fill-opacity="0.5"/>'
-            )
-
     def svg(self, css_class: str) -> str:
         out = [
             f'<svg class="plot {css_class}" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
@@ -169,11 +153,11 @@ class _Plot:
         return "\n".join(out)
 
 
-def _downsample(points: Sequence[Point], limit: int = MAX_POINTS) -> list[Point]:
-    if len(points) <= limit:
+def _downsample(points: Sequence[Point]) -> list[Point]:
+    if len(points) <= MAX_POINTS:
         return list(points)
-    step = (len(points) - 1) / (limit - 1)
-    return [points[round(i * step)] for i in range(limit)]
+    step = (len(points) - 1) / (MAX_POINTS - 1)
+    return [points[round(i * step)] for i in range(MAX_POINTS)]
 
 
 def _cdf(values: Sequence[float]) -> list[Point]:
@@ -246,22 +230,22 @@ def agreement_plot(group: Group) -> str:
 def roc_plot(group: Group) -> str:
     rows = group.joined
     labels = [r[3] for r in rows]
-    p_roc = _stats.roc_curve([r[1] for r in rows], labels)
-    c_roc = _stats.roc_curve([r[2] for r in rows], labels)
+    p_roc = stats.roc_curve([r[1] for r in rows], labels)
+    c_roc = stats.roc_curve([r[2] for r in rows], labels)
     if not p_roc or not c_roc:
         return '<p class="empty">ROC needs both classes among the labelled requests</p>'
-    p_auc = _stats.auc([r[1] for r in rows], labels)
-    c_auc = _stats.auc([r[2] for r in rows], labels)
+    p_auc = stats.auc([r[1] for r in rows], labels)
+    c_auc = stats.auc([r[2] for r in rows], labels)
     plot = _Plot("ROC", "false positive rate", "true positive rate", (0.0, 1.0), (0.0, 1.0))
     plot.polyline([(0.0, 0.0), (1.0, 1.0)], "#aaa", None, dash="4 3")
-    plot.polyline(_downsample(p_roc), PRIMARY, f"production AUC {_fmt(p_auc, 3)}")
-    plot.polyline(_downsample(c_roc), CANDIDATE, f"candidate AUC {_fmt(c_auc, 3)}")
+    plot.polyline(_downsample(p_roc), PRIMARY, f"production AUC {fmt(p_auc, 3)}")
+    plot.polyline(_downsample(c_roc), CANDIDATE, f"candidate AUC {fmt(c_auc, 3)}")
     return plot.svg("roc")
 
 
 def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_e(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{_e(fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -287,13 +271,13 @@ def _group_section(g: Mapping[str, Any], group: Group, report: Mapping[str, Any]
     parts.append(_table(summary, ["metric", "value"]))
     p, c = g["primary"], g["candidate"]
     lat = [
-        [name, side["latency_n"], side["p50_ms"], side["p95_ms"], side["p99_ms"], side["max_ms"]]
+        [name, side["latency_n"], *(side[k] for k in LATENCY_METRICS), side["max_ms"]]
         for name, side in (("primary", p), ("candidate", c))
     ]
     parts.append(_table(lat, ["latency (ms)", "n", "p50", "p95", "p99", "max"]))
     gt = g["ground_truth"]
     if gt is not None:
-        rows = [[k, p.get(k), c.get(k)] for k in ("accuracy", "precision", "recall", "f1", "auc", "brier")]
+        rows = [[k, p.get(k), c.get(k)] for k in QUALITY_METRICS]
         mc = gt["mcnemar"]
         aci = gt["auc_diff_ci"]
         rows.append(["McNemar p (" + mc["method"] + ")", mc["p_value"], ""])

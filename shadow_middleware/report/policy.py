@@ -17,8 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .metrics import METRICS
+
 __all__ = [
-    "METRIC_NAMES",
     "Policy",
     "PolicyError",
     "Rule",
@@ -26,30 +27,6 @@ __all__ = [
     "load_policy",
     "parse_rule",
 ]
-
-_SIDE_METRICS = ("p50_ms", "p95_ms", "p99_ms", "accuracy", "precision", "recall", "f1", "auc", "brier")
-METRIC_NAMES: dict[str, str] = {
-    "n": "shadow exchanges (all outcomes)",
-    "compared": "comparisons (match + mismatch)",
-    "agreement": "match / (match + mismatch)",
-    "agreement_low": "Wilson 95% CI lower bound of agreement",
-    "agreement_high": "Wilson 95% CI upper bound of agreement",
-    "flip_rate": "share of scored pairs whose decision differs",
-    "error_rate": "error / (match + mismatch + error + timeout)",
-    "timeout_rate": "timeout / (match + mismatch + error + timeout)",
-    "dropped": "dropped count",
-    "skipped": "skipped count",
-    "mean_abs_diff": "mean |primary - candidate| of the score field",
-    "max_abs_diff": "max |primary - candidate| of the score field",
-    "gt_n": "requests with both scores and a label",
-    "mcnemar_p": "McNemar p-value on decisions (ground truth)",
-    "auc_diff": "candidate.auc - primary.auc",
-    "auc_diff_low": "bootstrap 95% CI lower bound of auc_diff",
-    "auc_diff_high": "bootstrap 95% CI upper bound of auc_diff",
-}
-for _side in ("primary", "candidate"):
-    for _m in _SIDE_METRICS:
-        METRIC_NAMES[f"{_side}.{_m}"] = f"{_side} {_m}"
 
 _COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     ">=": lambda a, b: a >= b,
@@ -170,19 +147,19 @@ class _Parser:
         found = "end of rule" if tok.kind == "end" else repr(tok.text)
         return PolicyError(f"expected {expected} at position {tok.pos + 1}, found {found}")
 
-    def expr(self) -> Expr:
-        node = self.term()
-        while self.peek().kind == "op" and self.peek().text in "+-":
+    def _left_assoc(self, ops: str, operand: Callable[[], Expr]) -> Expr:
+        """``operand (OP operand)*`` with ``OP`` one of ``ops``, grouped from the left."""
+        node = operand()
+        while self.peek().kind == "op" and self.peek().text in ops:
             op = self.take().text
-            node = BinOp(op, node, self.term())
+            node = BinOp(op, node, operand())
         return node
 
+    def expr(self) -> Expr:
+        return self._left_assoc("+-", self.term)
+
     def term(self) -> Expr:
-        node = self.factor()
-        while self.peek().kind == "op" and self.peek().text in "*/":
-            op = self.take().text
-            node = BinOp(op, node, self.factor())
-        return node
+        return self._left_assoc("*/", self.factor)
 
     def factor(self) -> Expr:
         tok = self.take()
@@ -192,9 +169,9 @@ class _Parser:
         if tok.kind == "num":
             return Num(float(tok.text))
         if tok.kind == "name":
-            if tok.text not in METRIC_NAMES:
+            if tok.text not in METRICS:
                 raise PolicyError(
-                    f"unknown name {tok.text!r} at position {tok.pos + 1} (known: {', '.join(METRIC_NAMES)})"
+                    f"unknown name {tok.text!r} at position {tok.pos + 1} (known: {', '.join(METRICS)})"
                 )
             return Name(tok.text)
         if tok.kind == "(":

@@ -34,20 +34,21 @@ __all__ = [
 ]
 
 Z95 = 1.959963984540054  # the 0.975 quantile of the standard normal
+CI_LEVEL = 0.95  # of bootstrap_auc_diff
 MCNEMAR_EXACT_BELOW = 25
 
 T = TypeVar("T")
 
 
-def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float] | None:
-    """Wilson score interval for ``successes / n``; ``None`` when ``n == 0``."""
+def wilson(successes: int, n: int) -> tuple[float, float] | None:
+    """Wilson 95% score interval for ``successes / n``; ``None`` when ``n == 0``."""
     if n <= 0:
         return None
     p = successes / n
-    z2 = z * z
+    z2 = Z95 * Z95
     denom = 1.0 + z2 / n
     centre = (p + z2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
@@ -229,9 +230,8 @@ def bootstrap_auc_diff(
     labels: Sequence[int],
     resamples: int = 1000,
     seed: int = 0,
-    level: float = 0.95,
 ) -> tuple[float, float] | None:
-    """Percentile bootstrap CI of ``auc(candidate) - auc(primary)``, resampling rows (paired).
+    """Percentile bootstrap 95% CI of ``auc(candidate) - auc(primary)``, resampling rows (paired).
 
     Resamples with a single class are discarded. ``None`` when the AUCs are undefined or fewer than
     half of the resamples are usable. Cost: O(resamples * n).
@@ -255,7 +255,7 @@ def bootstrap_auc_diff(
     if len(diffs) < resamples / 2:
         return None
     diffs.sort()
-    alpha = (1.0 - level) / 2.0
+    alpha = (1.0 - CI_LEVEL) / 2.0
     low = percentile(diffs, 100 * alpha)
     high = percentile(diffs, 100 * (1 - alpha))
     assert low is not None and high is not None

@@ -1,0 +1,139 @@
+"""The report (the ``--format json`` document) and the verdict the promotion policy gives it.
+
+Definitions: ``n`` counts every shadow span of a group; ``compared`` = match + mismatch (the
+denominator of agreement, and what ``min_samples`` is checked against); error and timeout rates are
+over the attempted exchanges, match + mismatch + error + timeout. A run's verdict is ``reject`` if
+any group is rejected, else ``insufficient`` if any group lacks data, else ``promote``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._outcomes import Outcome
+from . import stats
+from .aggregate import Aggregate, Group, ReportOptions
+from .ground_truth import ground_truth_metrics
+from .metrics import policy_metrics
+from .policy import Policy, RuleResult
+
+__all__ = ["EXIT_CODES", "build_report", "group_report"]
+
+EXIT_CODES = {"promote": 0, "reject": 1, "insufficient": 2}
+
+
+def _latency(res: stats.Reservoir[float]) -> dict[str, Any]:
+    values = sorted(res.items)
+    return {
+        "p50_ms": stats.percentile(values, 50),
+        "p95_ms": stats.percentile(values, 95),
+        "p99_ms": stats.percentile(values, 99),
+        "mean_ms": sum(values) / len(values) if values else None,
+        "max_ms": values[-1] if values else None,
+        "latency_n": res.seen,
+        "latency_exact": res.exact,
+    }
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return a / b if b else None
+
+
+def group_report(group: Group, options: ReportOptions) -> dict[str, Any]:
+    o = group.outcomes
+    compared = o[Outcome.MATCH] + o[Outcome.MISMATCH]
+    attempted = compared + o[Outcome.ERROR] + o[Outcome.TIMEOUT]
+    ci = stats.wilson(o[Outcome.MATCH], compared)
+    primary = _latency(group.lat_primary)
+    candidate = _latency(group.lat_candidate)
+    gt: dict[str, Any] | None = None
+    if options.labels is not None:
+        gp, gc, gt = ground_truth_metrics(group.joined, options.threshold, options.bootstrap, options.seed)
+        gt["scored"] = group.scored
+        gt["scored_with_id"] = group.scored_with_id
+        gt["without_label"] = group.scored_with_id - len(group.joined)
+        primary.update(gp)
+        candidate.update(gc)
+    return {
+        "target": group.target,
+        "route": group.route,
+        "n": group.n,
+        "compared": compared,
+        "outcomes": dict(o),
+        "other_outcomes": group.other_outcomes,
+        "agreement": _ratio(o[Outcome.MATCH], compared),
+        "agreement_ci": list(ci) if ci is not None else None,
+        "scored": group.scored,
+        "flips": group.flips,
+        "flip_rate": _ratio(group.flips, group.scored),
+        "mean_abs_diff": group.score_diff.mean,
+        "max_abs_diff": group.score_diff.max if group.score_diff.count else None,
+        "field_diffs": {
+            name: {"n": d.count, "mean_abs": d.mean, "max_abs": d.max}
+            for name, d in sorted(group.field_diffs.items())
+        },
+        "error_rate": _ratio(o[Outcome.ERROR], attempted),
+        "timeout_rate": _ratio(o[Outcome.TIMEOUT], attempted),
+        "dropped": o[Outcome.DROPPED],
+        "skipped": o[Outcome.SKIPPED],
+        "reasons": dict(sorted(group.reasons.items())),
+        "error_types": dict(sorted(group.error_types.items())),
+        "first_start_ns": group.first_ns,
+        "last_start_ns": group.last_ns,
+        "primary": primary,
+        "candidate": candidate,
+        "ground_truth": gt,
+    }
+
+
+def _judge(g: dict[str, Any], policy: Policy) -> tuple[str, list[RuleResult]]:
+    results = [rule.check(policy_metrics(g)) for rule in policy.rules]
+    if g["compared"] < policy.min_samples or g["compared"] == 0:
+        return "insufficient", results
+    if any(r.status == "FAIL" for r in results):
+        return "reject", results
+    if any(r.status == "N/A" for r in results):
+        return "insufficient", results
+    return "promote", results
+
+
+def build_report(agg: Aggregate, options: ReportOptions, policy: Policy) -> dict[str, Any]:
+    targets: list[dict[str, Any]] = []
+    verdicts: list[str] = []
+    for key in sorted(agg.groups):
+        g = group_report(agg.groups[key], options)
+        verdict, results = _judge(g, policy)
+        g["verdict"] = verdict
+        g["rules"] = [
+            {
+                "rule": r.rule.text,
+                "left": r.left,
+                "right": r.right,
+                "status": r.status,
+                "missing": list(r.missing),
+            }
+            for r in results
+        ]
+        verdicts.append(verdict)
+        targets.append(g)
+    if not verdicts:
+        verdict = "insufficient"
+    elif "reject" in verdicts:
+        verdict = "reject"
+    elif "insufficient" in verdicts:
+        verdict = "insufficient"
+    else:
+        verdict = "promote"
+    return {
+        "verdict": verdict,
+        "exit_code": EXIT_CODES[verdict],
+        "spans": agg.spans,
+        "malformed_lines": agg.malformed,
+        "score_field": agg.score_field,
+        "numeric_fields": agg.numeric_fields,
+        "threshold": options.threshold,
+        "ground_truth": options.labels is not None,
+        "labels": len(options.labels) if options.labels is not None else None,
+        "policy": {"min_samples": policy.min_samples, "require": [r.text for r in policy.rules]},
+        "targets": targets,
+    }

@@ -1,0 +1,65 @@
+"""The one table of the metrics a promotion rule can name, and where each sits in a group's report.
+
+The rule parser (:mod:`.policy`) knows a name only if it is here, and :func:`policy_metrics` reads
+every name here from the report, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["LATENCY_METRICS", "METRICS", "QUALITY_METRICS", "SIDES", "policy_metrics"]
+
+SIDES = ("primary", "candidate")
+LATENCY_METRICS = ("p50_ms", "p95_ms", "p99_ms")
+QUALITY_METRICS = ("accuracy", "precision", "recall", "f1", "auc", "brier")  # with ground truth
+
+# Where a value sits in a group's report: dictionary keys and list indices, outermost first.
+ReportPath = tuple[str | int, ...]
+
+# name -> (meaning, where); the side metrics follow as "primary.p50_ms", "candidate.auc", ...
+_GROUP_METRICS: dict[str, tuple[str, ReportPath]] = {
+    "n": ("shadow exchanges (all outcomes)", ("n",)),
+    "compared": ("comparisons (match + mismatch)", ("compared",)),
+    "agreement": ("match / (match + mismatch)", ("agreement",)),
+    "agreement_low": ("Wilson 95% CI lower bound of agreement", ("agreement_ci", 0)),
+    "agreement_high": ("Wilson 95% CI upper bound of agreement", ("agreement_ci", 1)),
+    "flip_rate": ("share of scored pairs whose decision differs", ("flip_rate",)),
+    "error_rate": ("error / (match + mismatch + error + timeout)", ("error_rate",)),
+    "timeout_rate": ("timeout / (match + mismatch + error + timeout)", ("timeout_rate",)),
+    "dropped": ("dropped count", ("dropped",)),
+    "skipped": ("skipped count", ("skipped",)),
+    "mean_abs_diff": ("mean |primary - candidate| of the score field", ("mean_abs_diff",)),
+    "max_abs_diff": ("max |primary - candidate| of the score field", ("max_abs_diff",)),
+    "gt_n": ("requests with both scores and a label", ("ground_truth", "n")),
+    "mcnemar_p": ("McNemar p-value on decisions (ground truth)", ("ground_truth", "mcnemar", "p_value")),
+    "auc_diff": ("candidate.auc - primary.auc", ("ground_truth", "auc_diff")),
+    "auc_diff_low": ("bootstrap 95% CI lower bound of auc_diff", ("ground_truth", "auc_diff_ci", 0)),
+    "auc_diff_high": ("bootstrap 95% CI upper bound of auc_diff", ("ground_truth", "auc_diff_ci", 1)),
+}
+
+METRICS: dict[str, tuple[str, ReportPath]] = {
+    **_GROUP_METRICS,
+    **{
+        f"{side}.{name}": (f"{side} {name}", (side, name))
+        for side in SIDES
+        for name in (*LATENCY_METRICS, *QUALITY_METRICS)
+    },
+}
+
+
+def _lookup(group: Mapping[str, Any], path: ReportPath) -> float | None:
+    """The value at ``path``; ``None`` when it, or anything on the way to it, is missing."""
+    value: Any = group
+    for step in path:
+        if value is None:
+            return None
+        value = value[step] if isinstance(step, int) else value.get(step)
+    found: float | None = value
+    return found
+
+
+def policy_metrics(group: Mapping[str, Any]) -> dict[str, float | None]:
+    """Every name of :data:`METRICS` with its value in one group's report."""
+    return {name: _lookup(group, path) for name, (_meaning, path) in METRICS.items()}
