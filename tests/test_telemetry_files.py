@@ -1,6 +1,9 @@
-"""The example apps' telemetry setup: the OTLP/JSON file exporter and OTLP/HTTP export.
+"""The example apps' telemetry setup: the OTLP/JSON span file and OTLP/HTTP export.
 
-These use the OpenTelemetry SDK directly, without a web app.
+The span file is written by OpenTelemetry's ``opentelemetry-exporter-otlp-json-file``; these tests
+check what the report relies on: its lines read back through the report's reader, they are the
+Collector's format, and several processes can append to one file. They use the OpenTelemetry SDK
+directly, without a web app.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 from opentelemetry import trace
+from opentelemetry.exporter.otlp.json.file import FileSpanExporter
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
@@ -27,7 +31,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from examples.churn.telemetry import DEFAULT_SPAN_FILE, OtlpJsonFileExporter, setup_telemetry
+from examples.churn.telemetry import DEFAULT_SPAN_FILE, setup_telemetry
+from shadow_middleware.report.spans import read_shadow_spans
 from tests.otlp_receiver import OtlpReceiver
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +58,44 @@ CLIENT_ATTRIBUTES: dict[str, Any] = {
     "shadow.doubles": [0.25, 1.5],
     "shadow.bools": [True, False],
     "shadow.unicode": "probabilité → 0.5",
+}
+
+# Every attribute type the middleware records on a shadow span (shadow_middleware/_telemetry.py,
+# _span_attributes): str, int, float, bool, list of str -- with the values a JSON encoding most
+# likely gets wrong: zero values (proto3 omits defaults), a whole float, an int beyond double
+# precision, non-ASCII text; MATCH_ATTRIBUTES adds an empty list.
+SHADOW_ATTRIBUTES: dict[str, Any] = {
+    "shadow.target": "churn-v2",
+    "shadow.route": "POST /predict",
+    "shadow.outcome": "mismatch",
+    "http.request.method": "POST",
+    "url.full": "http://127.0.0.1:8001/predict",
+    "server.address": "127.0.0.1",
+    "server.port": 8001,
+    "shadow.primary.status_code": 200,
+    "shadow.candidate.status_code": 200,
+    "http.response.status_code": 200,
+    "shadow.primary.duration_ms": 3.25,
+    "shadow.candidate.duration_ms": 12.0,
+    "shadow.diff.count": 2,
+    "shadow.diff.paths": ["/churn_probability", "/make_offer"],
+    "shadow.candidate.truncated": True,
+    "shadow.primary.body.churn_probability": 0.5,
+    "shadow.candidate.body.churn_probability": 0.0,
+    "shadow.primary.body.make_offer": False,
+    "shadow.candidate.body.make_offer": True,
+    "shadow.primary.body.tenure": 0,
+    "shadow.candidate.body.tenure": BIG_INT,
+    "shadow.primary.body.segment": "",
+    "shadow.candidate.body.segment": "fidélité → haute",
+    "shadow.correlation_id": "c-42",
+}
+MATCH_ATTRIBUTES: dict[str, Any] = {
+    "shadow.target": "churn-v2",
+    "shadow.route": "POST /predict",
+    "shadow.outcome": "match",
+    "shadow.diff.count": 0,
+    "shadow.diff.paths": [],
 }
 
 ENV_VARS = (
@@ -135,95 +178,95 @@ def attribute_map(kvs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {kv["key"]: kv["value"] for kv in kvs}
 
 
+def typed(value: Any) -> Any:
+    """``value`` with every scalar's type made explicit (``1 == 1.0 == True`` in Python)."""
+    if isinstance(value, dict):
+        return {key: typed(v) for key, v in value.items()}
+    if isinstance(value, list | tuple):
+        return ("list", [typed(v) for v in value])
+    return (type(value).__name__, value)
+
+
 # --- (a) the file format -------------------------------------------------------------------------
 
 
-def test_file_exporter_writes_collector_style_otlp_json(tmp_path: Path) -> None:
-    spans = make_spans()
+def test_exported_file_reads_back_through_the_report_reader(tmp_path: Path) -> None:
     path = tmp_path / "spans.jsonl"
-    exporter = OtlpJsonFileExporter(path)
-    assert exporter.export(spans) is SpanExportResult.SUCCESS
-    assert exporter.force_flush() is True
-    exporter.shutdown()
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "churn-api"}), shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    provider.add_span_processor(SimpleSpanProcessor(FileSpanExporter(path)))
+    server_tracer = provider.get_tracer("opentelemetry.instrumentation.fastapi")
+    tracer = provider.get_tracer("shadow_middleware", "1.2.3")
+    with server_tracer.start_as_current_span("POST /predict", kind=SpanKind.SERVER):
+        for attributes in (SHADOW_ATTRIBUTES, MATCH_ATTRIBUTES):
+            with tracer.start_as_current_span("shadow churn-v2", kind=SpanKind.CLIENT, attributes=attributes):
+                pass
+    provider.shutdown()
+    mismatch, match, server = memory.get_finished_spans()
+    assert mismatch.context is not None and match.context is not None and server.context is not None
 
-    (doc,) = read_lines(path)
-    resource_spans = doc["resourceSpans"]
-    assert len(resource_spans) == 1
-    resource = attribute_map(resource_spans[0]["resource"]["attributes"])
-    assert resource["service.name"] == {"stringValue": "churn-api"}
-    (scope_spans,) = resource_spans[0]["scopeSpans"]
-    assert scope_spans["scope"] == {"name": "shadow_middleware", "version": "1.2.3"}
+    errors: list[str] = []
+    read = list(read_shadow_spans([path], lambda p, n, m: errors.append(f"{p}:{n}: {m}")))
+    assert errors == []
+    # The server span is another instrumentation's: the reader skips it.
+    assert [span.span_id for span in read] == [
+        format(mismatch.context.span_id, "016x"),
+        format(match.context.span_id, "016x"),
+    ]
+    for span, sdk_span, attributes in zip(
+        read, (mismatch, match), (SHADOW_ATTRIBUTES, MATCH_ATTRIBUTES), strict=True
+    ):
+        assert span.trace_id == format(server.context.trace_id, "032x")
+        assert span.name == "shadow churn-v2"
+        assert (span.start_ns, span.end_ns) == (sdk_span.start_time, sdk_span.end_time)
+        assert typed(span.attributes) == typed(attributes)
+        assert (span.target, span.route, span.outcome) == (
+            "churn-v2",
+            "POST /predict",
+            attributes["shadow.outcome"],
+        )
 
-    by_name = {span["name"]: span for span in scope_spans["spans"]}
-    sdk_by_name = {span.name: span for span in spans}
-    server, client = by_name["POST /predict"], by_name["shadow churn-v2"]
-
-    for name, span in by_name.items():
-        sdk_span = sdk_by_name[name]
-        assert sdk_span.context is not None
-        assert HEX32.match(span["traceId"]) and HEX16.match(span["spanId"])
-        assert span["traceId"] == format(sdk_span.context.trace_id, "032x")
-        assert span["spanId"] == format(sdk_span.context.span_id, "016x")
-        assert span["startTimeUnixNano"] == str(sdk_span.start_time)
-        assert span["endTimeUnixNano"] == str(sdk_span.end_time)
-    assert "parentSpanId" not in server
-    assert "parentSpanId" not in by_name["other"]
-    assert client["parentSpanId"] == server["spanId"]
-    assert client["traceId"] == server["traceId"]
-
-    assert server["kind"] == SPAN_KIND_SERVER
-    assert client["kind"] == SPAN_KIND_CLIENT
-    assert client["status"] == {"code": STATUS_CODE_ERROR, "message": "candidate disagreed"}
-
-    attrs = attribute_map(client["attributes"])
-    assert attrs["shadow.target"] == {"stringValue": "churn-v2"}
-    assert attrs["shadow.status_code"] == {"intValue": "200"}
-    assert attrs["shadow.big"] == {"intValue": str(BIG_INT)}
-    assert attrs["shadow.negative"] == {"intValue": "-7"}
-    assert attrs["shadow.latency_ms"] == {"doubleValue": 12.5}
-    assert attrs["shadow.match"] == {"boolValue": False}
-    assert attrs["shadow.unicode"] == {"stringValue": "probabilité → 0.5"}
-    assert attrs["shadow.fields"] == {
-        "arrayValue": {"values": [{"stringValue": "/churn_probability"}, {"stringValue": "/make_offer"}]}
-    }
-    assert attrs["shadow.ints"] == {"arrayValue": {"values": [{"intValue": str(i)} for i in (1, 2, 3)]}}
-    assert attrs["shadow.doubles"] == {
-        "arrayValue": {"values": [{"doubleValue": 0.25}, {"doubleValue": 1.5}]}
-    }
-    assert attrs["shadow.bools"] == {"arrayValue": {"values": [{"boolValue": True}, {"boolValue": False}]}}
-
-    (event,) = client["events"]
-    assert event["name"] == "compared"
-    assert isinstance(event["timeUnixNano"], str)
-    assert attribute_map(event["attributes"])["diff.count"] == {"intValue": "2"}
-    (link,) = client["links"]
-    assert link["traceId"] == by_name["other"]["traceId"]
-    assert link["spanId"] == by_name["other"]["spanId"]
+    # One line per export (SimpleSpanProcessor: per span). The reader keeps no parent: check the lines.
+    lines = read_lines(path)
+    assert len(lines) == 3
+    parents = {span["spanId"]: span.get("parentSpanId") for doc in lines for span in all_spans(doc)}
+    server_id = format(server.context.span_id, "016x")
+    assert parents == {read[0].span_id: server_id, read[1].span_id: server_id, server_id: None}
 
 
 def test_file_lines_round_trip_to_the_protobuf_request(tmp_path: Path) -> None:
+    """The lines are the Collector's format: protobuf's JSON mapping of the request, with hex ids."""
     spans = make_spans()
     path = tmp_path / "spans.jsonl"
-    exporter = OtlpJsonFileExporter(path)
-    exporter.export(spans)
-    exporter.export(spans[:1])
+    exporter = FileSpanExporter(path)
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert exporter.export(spans[:1]) is SpanExportResult.SUCCESS
+    exporter.shutdown()
 
     lines = read_lines(path)
     assert len(lines) == 2
     for doc, batch in zip(lines, (spans, spans[:1]), strict=True):
+        for span in all_spans(doc):
+            assert HEX32.match(span["traceId"]) and HEX16.match(span["spanId"])
         parsed = json_format.Parse(json.dumps(hex_ids_to_base64(doc)), ExportTraceServiceRequest())
         assert parsed == encode_spans(batch)
 
 
-def test_file_exporter_skips_empty_batches(tmp_path: Path) -> None:
+def test_file_exporter_writes_nothing_for_empty_batches(tmp_path: Path) -> None:
     path = tmp_path / "spans.jsonl"
-    assert OtlpJsonFileExporter(path).export([]) is SpanExportResult.SUCCESS
-    assert not path.exists()
+    exporter = FileSpanExporter(path)
+    assert exporter.export([]) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    assert path.read_bytes() == b""
 
 
-def test_file_exporter_reports_failure_for_unwritable_path(tmp_path: Path) -> None:
-    exporter = OtlpJsonFileExporter(tmp_path / "missing-dir" / "spans.jsonl")
-    assert exporter.export(make_spans()) is SpanExportResult.FAILURE
+def test_unwritable_span_file_fails_at_setup(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The official exporter opens the file when it is built: a bad SHADOW_SPAN_FILE stops the app at
+    # startup instead of losing every span later.
+    clean_env.setenv("SHADOW_SPAN_FILE", str(tmp_path / "missing-dir" / "spans.jsonl"))
+    with pytest.raises(FileNotFoundError):
+        setup_telemetry("churn-api")
 
 
 # --- (b) several processes, one file -------------------------------------------------------------
@@ -231,38 +274,43 @@ def test_file_exporter_reports_failure_for_unwritable_path(tmp_path: Path) -> No
 WRITER = textwrap.dedent(
     """
     import os, sys, time
+    from opentelemetry.exporter.otlp.json.file import FileSpanExporter
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from examples.churn.telemetry import OtlpJsonFileExporter
 
-    path, go, tag, batches, per_batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    path, go, tag = sys.argv[1:4]
+    batches, per_batch, pad = (int(arg) for arg in sys.argv[4:7])
     memory = InMemorySpanExporter()
     provider = TracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("writer")
     for i in range(per_batch):
-        with tracer.start_as_current_span(f"{tag}-{i}", attributes={"tag": tag, "pad": tag * 4000}):
+        with tracer.start_as_current_span(f"{tag}-{i}", attributes={"tag": tag, "pad": tag * pad}):
             pass
     spans = memory.get_finished_spans()
-    exporter = OtlpJsonFileExporter(path)
+    exporter = FileSpanExporter(path)
     print("ready", flush=True)
     while not os.path.exists(go):
         time.sleep(0.001)
     for _ in range(batches):
         assert exporter.export(spans).name == "SUCCESS"
+    exporter.shutdown()
     provider.shutdown()
     """
 )
 
 
-def test_concurrent_processes_append_whole_lines(tmp_path: Path) -> None:
+# Lines of ~3.5 kB wait in the file object's buffer for the exporter's flush after each export;
+# lines of ~43 kB go past the buffer: either way, a line must reach the file in one write.
+@pytest.mark.parametrize("pad", [10, 4000])
+def test_concurrent_processes_append_whole_lines(tmp_path: Path, pad: int) -> None:
     path, go = tmp_path / "shared.jsonl", tmp_path / "go"
     batches, per_batch = 150, 10
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(path), str(go), tag, str(batches), str(per_batch)],
+            [sys.executable, "-c", WRITER, str(path), str(go), tag, str(batches), str(per_batch), str(pad)],
             cwd=REPO_ROOT,
             env=env,
             stdout=subprocess.PIPE,

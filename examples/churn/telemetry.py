@@ -8,34 +8,24 @@ variables:
   OTLP/HTTP receiver such as the OpenTelemetry Collector. The signal-specific
   ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` work too.
 * ``SHADOW_SPAN_FILE`` -- spans are also appended to this file as OTLP/JSON lines, the format of
-  the Collector's ``file`` exporter. Without any OTLP endpoint, spans go to ``shadow-spans.jsonl``
-  in the working directory, so the demo works with nothing else running.
+  the Collector's ``file`` exporter, by OpenTelemetry's own exporter
+  (``opentelemetry-exporter-otlp-json-file``). Without any OTLP endpoint, spans go to
+  ``shadow-spans.jsonl`` in the working directory, so the demo works with nothing else running.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import os
-from collections.abc import Sequence
-from typing import Any
 
-from google.protobuf.json_format import MessageToDict
 from opentelemetry import metrics, trace
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.json.file import FileSpanExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-__all__ = [
-    "DEFAULT_SPAN_FILE",
-    "OtlpJsonFileExporter",
-    "install_global",
-    "setup_telemetry",
-    "spans_to_otlp_json",
-]
+__all__ = ["DEFAULT_SPAN_FILE", "install_global", "setup_telemetry"]
 
 DEFAULT_SPAN_FILE = "shadow-spans.jsonl"
 SPAN_FILE_ENV = "SHADOW_SPAN_FILE"
@@ -47,74 +37,12 @@ _OTLP_METRICS_ENDPOINT = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
 _METRIC_EXPORT_INTERVAL = "OTEL_METRIC_EXPORT_INTERVAL"
 
 
-def _b64_to_hex(value: str) -> str:
-    return base64.b64decode(value).hex()
-
-
-def _ids_to_hex(obj: dict[str, Any]) -> None:
-    for key in ("traceId", "spanId", "parentSpanId"):
-        if key in obj:
-            obj[key] = _b64_to_hex(obj[key])
-
-
-def spans_to_otlp_json(spans: Sequence[ReadableSpan]) -> str:
-    """One ``ExportTraceServiceRequest`` as OTLP/JSON, without a trailing newline.
-
-    Protobuf's canonical JSON mapping differs from OTLP/JSON in two ways that matter here: it writes
-    ``bytes`` ids as base64 (OTLP/JSON: lowercase hex) and enums as names (OTLP/JSON: integers).
-    Everything else -- lowerCamelCase keys, 64-bit integers as strings, omitted defaults -- agrees.
-    """
-    request = MessageToDict(encode_spans(spans), use_integers_for_enums=True)
-    for resource_spans in request.get("resourceSpans", []):
-        for scope_spans in resource_spans.get("scopeSpans", []):
-            for span in scope_spans.get("spans", []):
-                _ids_to_hex(span)
-                for link in span.get("links", []):
-                    _ids_to_hex(link)
-    return json.dumps(request, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-class OtlpJsonFileExporter(SpanExporter):
-    """Append each exported batch to ``path`` as one line of OTLP/JSON.
-
-    The file is opened with ``O_APPEND`` for every batch and the line is written with a single
-    ``write``, so several processes (e.g. gunicorn workers) can share one file without tearing lines.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if not spans:
-            return SpanExportResult.SUCCESS
-        data = (spans_to_otlp_json(spans) + "\n").encode("utf-8")
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError:
-            return SpanExportResult.FAILURE
-        try:
-            written = os.write(fd, data)
-            # A regular file only writes short on a full disk or a signal; finish the line anyway.
-            while written < len(data):
-                written += os.write(fd, data[written:])
-        except OSError:
-            return SpanExportResult.FAILURE
-        finally:
-            os.close(fd)
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
 def setup_telemetry(service_name: str) -> tuple[TracerProvider, MeterProvider, str]:
     """Build (but do not install globally) a tracer provider and a meter provider.
 
     Returns ``(tracer_provider, meter_provider, description)``; the description says where telemetry
-    goes, for a startup log line.
+    goes, for a startup log line. The span file is opened (created if needed, in append mode) here,
+    so a path that cannot be written fails now with ``OSError`` rather than at the first export.
     """
     resource = Resource.create({SERVICE_NAME: service_name})
     tracer_provider = TracerProvider(resource=resource)
@@ -146,7 +74,9 @@ def setup_telemetry(service_name: str) -> tuple[TracerProvider, MeterProvider, s
 
     span_file = os.environ.get(SPAN_FILE_ENV, "").strip() or (None if otlp_spans else DEFAULT_SPAN_FILE)
     if span_file:
-        tracer_provider.add_span_processor(BatchSpanProcessor(OtlpJsonFileExporter(span_file)))
+        # One line per export, written and flushed in one piece under the exporter's lock; the file is
+        # opened with O_APPEND, so gunicorn workers forked after --preload share it without tearing lines.
+        tracer_provider.add_span_processor(BatchSpanProcessor(FileSpanExporter(span_file)))
         destinations.append(f"file {span_file}")
 
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
