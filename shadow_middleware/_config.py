@@ -2,6 +2,8 @@
 
 Every error is a ``ValueError`` whose message starts with the field it is about, so
 a bad value in a config file or a constructor call points straight at its source.
+``ShadowConfig`` and ``Compare`` check every field before raising: their error lists
+each bad field on a line of its own (a :class:`ConfigErrors`, first error first).
 Reading them from a TOML file and the environment is :mod:`._configfile`'s job;
 ``ShadowConfig.from_toml`` / ``ShadowConfig.from_env`` are its entry points.
 """
@@ -12,23 +14,53 @@ import functools
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
-from ._configfile import ConfigLoader
+from ._configfile import ConfigErrors, ConfigLoader
+from ._wire import TLSFiles, target_header_problem
 
 __all__ = ["Compare", "ShadowConfig", "ShadowTarget"]
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_PARAM = re.compile(r"^\{[A-Za-z_][A-Za-z0-9_]*\}$")
 
 DEFAULT_DROP_HEADERS = ("authorization", "cookie", "proxy-authorization", "x-api-key")
 
 
 def _fail(name: str, message: str) -> ValueError:
     return ValueError(f"{name}: {message}")
+
+
+_P = ParamSpec("_P")
+_V = TypeVar("_V")
+
+
+class _Checks:
+    """Collects a constructor's field errors, so that one call reports every bad field."""
+
+    __slots__ = ("errors",)
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def __call__(self, fn: Callable[_P, _V], /, *args: _P.args, **kwargs: _P.kwargs) -> _V | None:
+        """``fn(*args, **kwargs)``, or None when it raises ``ValueError`` (recorded)."""
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as exc:
+            self.errors.extend(exc.errors if isinstance(exc, ConfigErrors) else (str(exc),))
+            return None
+
+    def fail(self, name: str, message: str) -> None:
+        """Record an error about the field ``name``."""
+        self.errors.append(f"{name}: {message}")
+
+    def raise_any(self) -> None:
+        """Raise :class:`ConfigErrors` listing the recorded errors, if there are any."""
+        if self.errors:
+            raise ConfigErrors(self.errors)
 
 
 def _number(name: str, value: Any, *, minimum: float, inclusive: bool = True) -> float:
@@ -103,7 +135,22 @@ class Route:
 
     pattern: str
     method: str  # upper case, or "*"
-    segments: tuple[str | None, ...]  # None matches any one segment
+    path: str
+    regex: re.Pattern[str] | None  # None: a static path, matched by equality
+
+
+#: What a route's path may hold, for error messages.
+_ROUTE_SYNTAX = (
+    "accepted: whole-segment parameters <name>, <int:name>, <path:name>, {name}, {name:int}, {name:path}"
+)
+_FLASK_PARAM = re.compile(r"<(?:([^<>:]*):)?([^<>:]*)>")
+_STARLETTE_PARAM = re.compile(r"\{([^{}:]*)(?::([^{}:]*))?\}")
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Converter -> what it matches: one non-empty segment, one segment of ASCII digits, or one or
+# more segments (slashes included) whose first is not empty.
+_ONE, _INT, _PATH = "[^/]+", "[0-9]+", "[^/].*"
+_FLASK_CONVERTERS = {"": _ONE, "string": _ONE, "int": _INT, "path": _PATH}
+_STARLETTE_CONVERTERS = {"": _ONE, "str": _ONE, "int": _INT, "path": _PATH}
 
 
 def _route(index: int, spec: Any) -> Route:
@@ -118,16 +165,55 @@ def _route(index: int, spec: Any) -> Route:
         raise _fail(name, f"invalid method {method!r}")
     if not path.startswith("/"):
         raise _fail(name, f"path must start with '/', got {path!r}")
-    segments: list[str | None] = []
-    for seg in path[1:].split("/"):
-        if _PARAM.match(seg):
-            segments.append(None)
-        elif "{" in seg or "}" in seg:
-            raise _fail(name, f"a parameter must be a whole segment like '{{name}}', got {seg!r}")
-        else:
-            segments.append(seg)
+    if "?" in path or "#" in path:
+        raise _fail(name, f"a route matches the path alone, without '?' or '#': got {path!r}")
+    if "*" in path:
+        raise _fail(
+            name,
+            f"'*' is not a wildcard here, got {path!r}: for the rest of a path write "
+            f"'<path:name>' or '{{name:path}}' ({_ROUTE_SYNTAX})",
+        )
+    segments = path[1:].split("/")
+    pieces: list[str] = []
+    names: list[str] = []
+    for i, seg in enumerate(segments):
+        if not seg and i < len(segments) - 1:
+            raise _fail(name, f"empty segment ('//') in {path!r} ({_ROUTE_SYNTAX})")
+        param = _route_param(name, seg)
+        if param is None:
+            pieces.append(re.escape(seg))
+            continue
+        param_name, regex = param
+        if param_name in names:
+            raise _fail(name, f"parameter {param_name!r} appears twice in {path!r}")
+        names.append(param_name)
+        pieces.append(f"(?:{regex})")
     method = method.upper()
-    return Route(f"{method} {path}", method, tuple(segments))
+    compiled = re.compile("/" + "/".join(pieces), re.DOTALL) if names else None
+    return Route(f"{method} {path}", method, path, compiled)
+
+
+def _route_param(name: str, seg: str) -> tuple[str, str] | None:
+    """``(parameter name, regex)`` of a parameter segment, None for a literal one."""
+    if seg[:1] in ("<", "{"):
+        flask = seg[0] == "<"
+        m = (_FLASK_PARAM if flask else _STARLETTE_PARAM).fullmatch(seg)
+        if m is None:
+            raise _fail(name, f"malformed parameter {seg!r} ({_ROUTE_SYNTAX})")
+        converter, param = (m[1] or "", m[2]) if flask else (m[2] or "", m[1])
+        if not _PARAM_NAME.fullmatch(param):
+            raise _fail(name, f"invalid parameter name {param!r} in {seg!r} ({_ROUTE_SYNTAX})")
+        converters = _FLASK_CONVERTERS if flask else _STARLETTE_CONVERTERS
+        if converter not in converters:
+            raise _fail(name, f"unsupported converter {converter!r} in {seg!r} ({_ROUTE_SYNTAX})")
+        return param, converters[converter]
+    if any(c in seg for c in "<>{}"):
+        raise _fail(name, f"a parameter must be a whole segment, got {seg!r} ({_ROUTE_SYNTAX})")
+    if seg.startswith(":"):
+        raise _fail(
+            name, f"{seg!r} is not a parameter: write '<{seg[1:]}>' or '{{{seg[1:]}}}' ({_ROUTE_SYNTAX})"
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -138,7 +224,9 @@ class Compare:
         fields: RFC 6901 JSON pointers compared on both bodies, or a mapping
             ``{primary_pointer: candidate_pointer}`` when the schemas differ. Empty
             compares the whole JSON body, minus ``ignore``.
-        ignore: pointers left out of a whole-body comparison (ids, timestamps).
+        ignore: pointers left out of the comparison (ids, timestamps): anywhere in a
+            whole-body comparison; with ``fields``, only below a compared field (primary
+            pointer), so one elsewhere, which could never apply, is refused.
         abs_tol: absolute tolerance for numbers (``math.isclose``).
         rel_tol: relative tolerance for numbers (``math.isclose``).
         threshold: when set, numbers are compared as decisions ``value >= threshold``,
@@ -153,9 +241,9 @@ class Compare:
     rel_tol: float
     threshold: float | None
     record_values: bool
-    # Parsed forms, derived from the public fields above.
-    field_tokens: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...]
-    ignore_tokens: frozenset[tuple[str, ...]]
+    # Parsed forms, derived from the public fields above (left out of repr and ==).
+    field_tokens: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...] = field(repr=False, compare=False)
+    ignore_tokens: frozenset[tuple[str, ...]] = field(repr=False, compare=False)
 
     def __init__(
         self,
@@ -166,33 +254,67 @@ class Compare:
         threshold: float | None = None,
         record_values: bool = True,
     ) -> None:
-        if isinstance(fields, Mapping):
-            pairs = tuple(fields.items())
-        else:
-            pairs = tuple((p, p) for p in _strings("Compare.fields", fields))
-        parsed = []
-        for primary, candidate in pairs:
-            p_tokens = parse_pointer("Compare.fields", primary)
-            c_tokens = parse_pointer("Compare.fields", candidate)
-            # The attribute suffix comes from the primary pointer so that both sides of
-            # a renamed field land under the same name for dashboards and reports.
-            suffix = ".".join(p_tokens) if p_tokens else "body"
-            parsed.append((p_tokens, c_tokens, suffix))
-        ignore_items = _strings("Compare.ignore", ignore)
-        ignore_tokens = frozenset(parse_pointer("Compare.ignore", p) for p in ignore_items)
+        check = _Checks()
+        parsed_fields = check(_compare_fields, fields)
+        ignore_items = check(_strings, "Compare.ignore", ignore)
+        ignore_tokens: tuple[tuple[str, ...], ...] = ()
+        if ignore_items is not None:
+            ignore_tokens = tuple(
+                t for p in ignore_items if (t := check(parse_pointer, "Compare.ignore", p)) is not None
+            )
+        if (
+            parsed_fields is not None
+            and parsed_fields[1]
+            and ignore_items
+            and len(ignore_tokens) == len(ignore_items)
+        ):
+            # With fields, an ignore pointer only applies below a compared (primary) pointer.
+            for pointer, tokens in zip(ignore_items, ignore_tokens, strict=True):
+                if not any(len(tokens) > len(p) and tokens[: len(p)] == p for p, _, _ in parsed_fields[1]):
+                    check.fail(
+                        "Compare.ignore",
+                        f"{pointer!r} only applies to a whole-body comparison or below one of "
+                        "fields; remove it or remove fields",
+                    )
         if threshold is not None:
-            threshold = _number("Compare.threshold", threshold, minimum=-math.inf)
+            threshold = check(_number, "Compare.threshold", threshold, minimum=-math.inf)
         if not isinstance(record_values, bool):
-            raise _fail("Compare.record_values", f"must be a bool, got {record_values!r}")
+            check.fail("Compare.record_values", f"must be a bool, got {record_values!r}")
+        abs_tol_value = check(_number, "Compare.abs_tol", abs_tol, minimum=0.0)
+        rel_tol_value = check(_number, "Compare.rel_tol", rel_tol, minimum=0.0)
+        check.raise_any()
+        pairs, field_tokens = parsed_fields or ((), ())
         set_ = object.__setattr__
         set_(self, "fields", pairs)
         set_(self, "ignore", ignore_items)
-        set_(self, "abs_tol", _number("Compare.abs_tol", abs_tol, minimum=0.0))
-        set_(self, "rel_tol", _number("Compare.rel_tol", rel_tol, minimum=0.0))
+        set_(self, "abs_tol", abs_tol_value)
+        set_(self, "rel_tol", rel_tol_value)
         set_(self, "threshold", threshold)
         set_(self, "record_values", record_values)
-        set_(self, "field_tokens", tuple(parsed))
-        set_(self, "ignore_tokens", ignore_tokens)
+        set_(self, "field_tokens", field_tokens)
+        set_(self, "ignore_tokens", frozenset(ignore_tokens))
+
+
+def _compare_fields(
+    fields: Any,
+) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...]]:
+    """``Compare.fields`` as ``(primary, candidate)`` pointer pairs, and their parsed forms."""
+    if isinstance(fields, Mapping):
+        pairs = tuple(fields.items())
+    else:
+        pairs = tuple((p, p) for p in _strings("Compare.fields", fields))
+    parsed = []
+    for primary, candidate in pairs:
+        p_tokens = parse_pointer("Compare.fields", primary)
+        c_tokens = parse_pointer("Compare.fields", candidate)
+        # The attribute suffix comes from the primary pointer so that both sides of
+        # a renamed field land under the same name for dashboards and reports.
+        suffix = ".".join(p_tokens) if p_tokens else "body"
+        parsed.append((p_tokens, c_tokens, suffix))
+    return pairs, tuple(parsed)
+
+
+_TLS_FIELDS = ("ca_file", "client_cert", "client_key")
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -210,7 +332,15 @@ class ShadowTarget:
         max_concurrency: in-flight shadow requests to this target (>= 1); more wait in
             the shared queue.
         headers: extra headers added to every shadow request (the candidate's own
-            credentials, for example). They are sent but never recorded.
+            credentials, for example). They are sent but never recorded. Names must be
+            RFC 9110 tokens and not framing or hop-by-hop headers (``Host``,
+            ``Content-Length``, ``Transfer-Encoding``, ``Connection``, ``Proxy-*``, ...);
+            values Latin-1 without control characters.
+        ca_file: a PEM bundle of the CA certificates that verify this target's server
+            certificate (an internal CA), instead of the system's (https only).
+        client_cert: a PEM client certificate presented to this target (mutual TLS); it
+            may hold the key too.
+        client_key: the client certificate's PEM private key, when not in ``client_cert``.
     """
 
     name: str
@@ -220,11 +350,15 @@ class ShadowTarget:
     timeout: float
     max_concurrency: int
     headers: Mapping[str, str]
-    # Parsed: scheme, host, port, and the path prefix / exact path.
+    ca_file: str | None
+    client_cert: str | None
+    client_key: str | None
+    # Parsed: scheme, host, port, the path prefix / exact path, the TLS files (or None).
     scheme: str
     host: str
     port: int
     path: str
+    tls: TLSFiles | None
 
     def __init__(
         self,
@@ -235,6 +369,9 @@ class ShadowTarget:
         timeout: float = 5.0,
         max_concurrency: int = 32,
         headers: Mapping[str, str] | None = None,
+        ca_file: str | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise _fail("ShadowTarget.name", f"must be a non-empty string, got {name!r}")
@@ -265,10 +402,19 @@ class ShadowTarget:
             raise _fail(which, "must not have a query string")
         hdrs = dict(headers or {})
         for key, value in hdrs.items():
-            if not isinstance(key, str) or not _TOKEN.match(key):
-                raise _fail("ShadowTarget.headers", f"invalid header name {key!r}")
-            if not isinstance(value, str) or "\r" in value or "\n" in value:
-                raise _fail("ShadowTarget.headers", f"invalid value for header {key!r}")
+            problem = target_header_problem(key, value)
+            if problem is not None:
+                raise _fail("ShadowTarget.headers", problem)
+        tls: TLSFiles | None = None
+        if ca_file is not None or client_cert is not None or client_key is not None:
+            if parts.scheme != "https":
+                field = "ca_file" if ca_file is not None else "client_cert" if client_cert else "client_key"
+                raise _fail(f"ShadowTarget.{field}", f"TLS files need an https URL, got {raw!r}")
+            tls = TLSFiles(ca_file, client_cert, client_key)
+            try:
+                tls.context()  # the files exist and load; the client builds its own once
+            except ValueError as exc:
+                raise ValueError(f"ShadowTarget.{exc}") from None  # "ShadowTarget.ca_file: ..."
         set_ = object.__setattr__
         set_(self, "name", name)
         set_(self, "url", url)
@@ -280,6 +426,10 @@ class ShadowTarget:
         set_(self, "timeout", _number("ShadowTarget.timeout", timeout, minimum=0.0, inclusive=False))
         set_(self, "max_concurrency", _integer("ShadowTarget.max_concurrency", max_concurrency, minimum=1))
         set_(self, "headers", hdrs)
+        set_(self, "ca_file", ca_file)
+        set_(self, "client_cert", client_cert)
+        set_(self, "client_key", client_key)
+        set_(self, "tls", tls)
         set_(self, "scheme", parts.scheme)
         set_(self, "host", parts.hostname)
         set_(self, "port", port or (443 if parts.scheme == "https" else 80))
@@ -288,25 +438,15 @@ class ShadowTarget:
             path = path.rstrip("/")
         set_(self, "path", path)
 
-    def origin(self) -> str:
-        """``scheme://host[:port]`` of this target."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
-
-    def url_for(self, path: str, query: str) -> str:
-        """The shadow URL for an incoming request's (already encoded) path and query."""
-        full = self.path if self.url is not None else self.path + path
-        if query:
-            full = f"{full}?{query}"
-        return self.origin() + full
-
     def __repr__(self) -> str:
         # Header values may be secrets: never show them.
         where = f"url={self.url!r}" if self.url is not None else f"base_url={self.base_url!r}"
         return (
             f"ShadowTarget(name={self.name!r}, {where}, sample_rate={self.sample_rate}, "
             f"timeout={self.timeout}, max_concurrency={self.max_concurrency}, "
-            f"headers={{{', '.join(repr(k) + ': ***' for k in self.headers)}}})"
+            f"headers={{{', '.join(repr(k) + ': ***' for k in self.headers)}}}"
+            + "".join(f", {k}={getattr(self, k)!r}" for k in _TLS_FIELDS if getattr(self, k) is not None)
+            + ")"
         )
 
 
@@ -316,8 +456,12 @@ class ShadowConfig:
 
     Parameters:
         targets: one or more :class:`ShadowTarget` with unique names.
-        routes: ``"METHOD /path"`` patterns that are shadowed; a path segment may be
-            ``{name}`` and the method may be ``*``.
+        routes: ``"METHOD /path"`` patterns that are shadowed, matched exactly (a trailing
+            ``/`` included); the method may be ``*``. A path segment may be a parameter in
+            Flask's or Starlette's spelling: ``<name>`` / ``{name}`` (one non-empty segment),
+            ``<int:name>`` / ``{name:int}`` (ASCII digits), ``<path:name>`` /
+            ``{name:path}`` (one or more segments, anywhere in the path). Anything else
+            (``:name``, ``*``, other converters, ``//``) is refused.
         compare: a :class:`Compare` describing what "the same answer" means.
         max_body_bytes: a request body larger than this is not shadowed (``skipped``);
             the app still receives every byte.
@@ -360,9 +504,10 @@ class ShadowConfig:
     circuit_failures: int
     circuit_cooldown: float
     span_placement: str
-    compiled_routes: tuple[Route, ...]
-    sample_source: Source | None
-    correlation_source: Source | None
+    # Parsed forms, derived from the public fields above (left out of repr and ==).
+    compiled_routes: tuple[Route, ...] = field(repr=False, compare=False)
+    sample_source: Source | None = field(repr=False, compare=False)
+    correlation_source: Source | None = field(repr=False, compare=False)
 
     def __init__(
         self,
@@ -382,68 +527,51 @@ class ShadowConfig:
         circuit_cooldown: float = 5.0,
         span_placement: str = "child",
     ) -> None:
-        if isinstance(targets, ShadowTarget | str | bytes) or not isinstance(targets, Iterable):
-            raise _fail("ShadowConfig.targets", "must be a list of ShadowTarget")
-        target_tuple = tuple(targets)
-        if not target_tuple:
-            raise _fail("ShadowConfig.targets", "needs at least one ShadowTarget")
-        seen: set[str] = set()
-        for t in target_tuple:
-            if not isinstance(t, ShadowTarget):
-                raise _fail("ShadowConfig.targets", f"items must be ShadowTarget, got {t!r}")
-            if t.name in seen:
-                raise _fail("ShadowConfig.targets", f"duplicate target name {t.name!r}")
-            seen.add(t.name)
-        route_specs = _strings("ShadowConfig.routes", routes)
-        compiled = tuple(_route(i, r) for i, r in enumerate(route_specs))
+        check = _Checks()
+        target_tuple = check(_target_tuple, targets)
+        route_specs = check(_strings, "ShadowConfig.routes", routes) or ()
+        compiled = tuple(r for i, spec in enumerate(route_specs) if (r := check(_route, i, spec)) is not None)
         if compare is None:
             compare = Compare()
         if not isinstance(compare, Compare):
-            raise _fail("ShadowConfig.compare", f"must be a Compare, got {compare!r}")
-        drop = _strings("ShadowConfig.drop_headers", drop_headers)
+            check.fail("ShadowConfig.compare", f"must be a Compare, got {compare!r}")
+        drop = check(_strings, "ShadowConfig.drop_headers", drop_headers) or ()
         if not isinstance(enabled, bool):
-            raise _fail("ShadowConfig.enabled", f"must be a bool, got {enabled!r}")
+            check.fail("ShadowConfig.enabled", f"must be a bool, got {enabled!r}")
+        values = {
+            "max_body_bytes": check(_integer, "ShadowConfig.max_body_bytes", max_body_bytes, minimum=0),
+            "max_response_bytes": check(
+                _integer, "ShadowConfig.max_response_bytes", max_response_bytes, minimum=1
+            ),
+            "max_queue": check(_integer, "ShadowConfig.max_queue", max_queue, minimum=0),
+            "primary_timeout": check(
+                _number, "ShadowConfig.primary_timeout", primary_timeout, minimum=0.0, inclusive=False
+            ),
+            "drain_timeout": check(_number, "ShadowConfig.drain_timeout", drain_timeout, minimum=0.0),
+            "circuit_failures": check(_integer, "ShadowConfig.circuit_failures", circuit_failures, minimum=0),
+            "circuit_cooldown": check(
+                _number, "ShadowConfig.circuit_cooldown", circuit_cooldown, minimum=0.0, inclusive=False
+            ),
+        }
+        if span_placement not in ("child", "link"):
+            check.fail("ShadowConfig.span_placement", f"must be 'child' or 'link', got {span_placement!r}")
+        sample_source = check(_source, "ShadowConfig.sample_key", sample_key)
+        correlation_source = check(_source, "ShadowConfig.correlation_id", correlation_id)
+        check.raise_any()
         set_ = object.__setattr__
         set_(self, "targets", target_tuple)
         set_(self, "routes", tuple(r.pattern for r in compiled))
         set_(self, "compare", compare)
-        set_(self, "max_body_bytes", _integer("ShadowConfig.max_body_bytes", max_body_bytes, minimum=0))
-        set_(
-            self,
-            "max_response_bytes",
-            _integer("ShadowConfig.max_response_bytes", max_response_bytes, minimum=1),
-        )
-        set_(self, "max_queue", _integer("ShadowConfig.max_queue", max_queue, minimum=0))
         set_(self, "drop_headers", frozenset(h.lower() for h in drop))
         set_(self, "sample_key", sample_key)
         set_(self, "correlation_id", correlation_id)
         set_(self, "enabled", enabled)
-        set_(
-            self,
-            "primary_timeout",
-            _number("ShadowConfig.primary_timeout", primary_timeout, minimum=0.0, inclusive=False),
-        )
-        set_(
-            self,
-            "drain_timeout",
-            _number("ShadowConfig.drain_timeout", drain_timeout, minimum=0.0),
-        )
-        set_(
-            self,
-            "circuit_failures",
-            _integer("ShadowConfig.circuit_failures", circuit_failures, minimum=0),
-        )
-        set_(
-            self,
-            "circuit_cooldown",
-            _number("ShadowConfig.circuit_cooldown", circuit_cooldown, minimum=0.0, inclusive=False),
-        )
-        if span_placement not in ("child", "link"):
-            raise _fail("ShadowConfig.span_placement", f"must be 'child' or 'link', got {span_placement!r}")
+        for name, value in values.items():
+            set_(self, name, value)
         set_(self, "span_placement", span_placement)
         set_(self, "compiled_routes", compiled)
-        set_(self, "sample_source", _source("ShadowConfig.sample_key", sample_key))
-        set_(self, "correlation_source", _source("ShadowConfig.correlation_id", correlation_id))
+        set_(self, "sample_source", sample_source)
+        set_(self, "correlation_source", correlation_source)
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> ShadowConfig:
@@ -454,7 +582,8 @@ class ShadowConfig:
                 holds ``Compare``'s and each ``[[targets]]`` table a ``ShadowTarget``'s
                 (with ``[targets.headers]``).
 
-        Unknown keys and bad values raise ``ValueError`` naming the file and the key.
+        Unknown keys and bad values raise one ``ValueError`` that lists every one of them,
+        one per line, each naming the file and the key (the first line is the first error).
         """
         return _loader().load_toml(path)
 
@@ -471,10 +600,28 @@ class ShadowConfig:
                 [{"name": ..., "url": ...}]}``); the file's top-level keys replace these,
                 its ``[compare]`` keys one by one.
 
-        See the README's "Configuration" section for the variable names. Bad values raise
-        ``ValueError`` naming the variable, the file or ``base`` they come from.
+        See the README's "Configuration" section for the variable names. Unknown variables
+        and bad values raise one ``ValueError`` that lists every one of them, one per line,
+        each naming the variable, the file or ``base`` it comes from.
         """
         return _loader().from_env(os.environ if environ is None else environ, base=base)
+
+
+def _target_tuple(targets: Any) -> tuple[ShadowTarget, ...]:
+    """``ShadowConfig.targets``: one or more ``ShadowTarget`` with unique names."""
+    if isinstance(targets, ShadowTarget | str | bytes) or not isinstance(targets, Iterable):
+        raise _fail("ShadowConfig.targets", "must be a list of ShadowTarget")
+    target_tuple = tuple(targets)
+    if not target_tuple:
+        raise _fail("ShadowConfig.targets", "needs at least one ShadowTarget")
+    seen: set[str] = set()
+    for t in target_tuple:
+        if not isinstance(t, ShadowTarget):
+            raise _fail("ShadowConfig.targets", f"items must be ShadowTarget, got {t!r}")
+        if t.name in seen:
+            raise _fail("ShadowConfig.targets", f"duplicate target name {t.name!r}")
+        seen.add(t.name)
+    return target_tuple
 
 
 @functools.cache
@@ -491,44 +638,35 @@ def describe(config: ShadowConfig) -> str:
 
 
 class RouteTable:
-    """Matches ``(method, path)`` against the configured routes; static paths by dict."""
+    """Matches ``(method, path)`` against the configured routes.
+
+    A static path is one dict lookup; a path with parameters is a regular expression
+    compiled with the configuration, tried in the order of the routes. A static route wins
+    over one with parameters; among either kind, the first listed wins.
+    """
 
     __slots__ = ("_dynamic", "_static")
 
     def __init__(self, routes: Iterable[Route]) -> None:
         self._static: dict[str, list[Route]] = {}
-        self._dynamic: list[Route] = []
+        self._dynamic: list[tuple[str, Callable[[str], object], str]] = []
         for route in routes:
-            if None in route.segments:
-                self._dynamic.append(route)
+            if route.regex is None:
+                self._static.setdefault(route.path, []).append(route)
             else:
-                key = "/" + "/".join(s for s in route.segments if s is not None)
-                self._static.setdefault(key, []).append(route)
+                self._dynamic.append((route.method, route.regex.fullmatch, route.pattern))
 
     def match(self, method: str, path: str) -> str | None:
-        """The pattern of the first route matching, or None."""
+        """The pattern of the route matching, or None (always for a path that does not start
+        with ``/``: the request target of a lenient server, never a route)."""
+        if not path.startswith("/"):
+            return None
         candidates = self._static.get(path)
         if candidates:
             for route in candidates:
                 if route.method == method or route.method == "*":
                     return route.pattern
-        if self._dynamic:
-            segments = path[1:].split("/")
-            for route in self._dynamic:
-                if route.method != method and route.method != "*":
-                    continue
-                if len(route.segments) != len(segments):
-                    continue
-                if _segments_match(route.segments, segments):
-                    return route.pattern
+        for route_method, fullmatch, pattern in self._dynamic:
+            if (route_method == method or route_method == "*") and fullmatch(path) is not None:
+                return pattern
         return None
-
-
-def _segments_match(pattern: tuple[str | None, ...], segments: list[str]) -> bool:
-    for want, got in zip(pattern, segments, strict=True):
-        if want is None:
-            if not got:  # a parameter matches one non-empty segment
-                return False
-        elif want != got:
-            return False
-    return True

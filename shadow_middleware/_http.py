@@ -3,22 +3,51 @@
 Why not aiohttp or httpx: measured inside the dispatcher (bench/RESULTS.md), aiohttp
 costs 120-215 us of CPU per request and httpx ~3,700 us, against a budget of 150 us for
 the whole shadow exchange. A shadow request needs little: one request per connection at
-a time, keep-alive, Content-Length or chunked bodies, a capped read, no redirects, no
-cookies, our own timeout. This does exactly that and nothing more.
+a time, keep-alive, a capped read, no redirects, no cookies, our own timeout. This does
+exactly that and nothing more.
 
-Every failure closes the connection, so a pool slot can never leak: a connection goes
-back to the pool only after a complete, well-framed response.
+Responses are parsed by llhttp (``httptools``, the parser behind ``uvicorn[standard]``),
+strict by default, plus the few checks where it is laxer than h11 (``bench/parser.py``
+measured the choice; ``tests/test_http_parser_differential.py`` pins the differences).
+The wire rules (README, "Guarantees"):
+
+* any framing error is a failed exchange (:class:`BadHTTPResponse`) and closes the
+  connection; so does a ``101``, more than :data:`MAX_INTERIM` ``1xx`` responses, a
+  response head over 64 KiB, or chunk framing and trailers over 64 KiB beyond the body;
+* a connection goes back to the pool only after a complete, well-framed response that
+  did not ask to close (HTTP/1.0 without keep-alive asks to), with no byte after it;
+* a request is never sent twice: no retry once it was written, whatever happens. Instead
+  an idle connection is checked before reuse (no EOF, nothing readable, not closing) and
+  kept idle at most :data:`IDLE_TTL` seconds, below common servers' keep-alive (uvicorn
+  5 s, gunicorn 2 s);
+* the idle pool is bounded per origin and in total; TLS settings are per target (one
+  ``SSLContext`` per distinct setting, built once) and part of the pool key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import select
 import ssl
 from collections import deque
 from dataclasses import dataclass
-from enum import Enum
 
-from ._wire import ShadowURL
+import httptools
+
+from ._wire import ShadowURL, TLSFiles, valid_method, valid_origin_form
+
+__all__ = [
+    "IDLE_TTL",
+    "MAX_HEAD",
+    "MAX_INTERIM",
+    "BadHTTPResponse",
+    "CandidateError",
+    "CandidateResponse",
+    "IncompleteResponse",
+    "InvalidRequest",
+    "MiniHTTPClient",
+    "candidate_fault",
+]
 
 
 @dataclass(slots=True)
@@ -27,124 +56,277 @@ class CandidateResponse:
     content_encoding: str
     body: bytes  # raw (still encoded) bytes, at most the cap
     truncated: bool
+    server_timing: str = ""  # the Server-Timing header(s), at most MAX_SERVER_TIMING characters
 
 
-_MAX_HEAD = 65536
-_MAX_IDLE_PER_ORIGIN = 64
+#: Characters of Server-Timing kept (it is parsed for one duration, never stored whole).
+MAX_SERVER_TIMING = 1024
+
+#: Bytes of response head (status line and headers, interim 1xx heads included).
+MAX_HEAD = 65536
+#: Bytes of chunk-size lines, extensions and trailers allowed beyond the body's own size.
+MAX_FRAMING = 65536
+#: Interim (1xx) responses accepted before the final one.
+MAX_INTERIM = 8
+#: Seconds a connection may stay idle in the pool.
+IDLE_TTL = 1.5
+MAX_IDLE_PER_ORIGIN = 64
+MAX_IDLE_TOTAL = 256
 
 
-class BadHTTPResponse(Exception):
-    """The candidate's answer is not valid HTTP/1.x."""
+class CandidateError(Exception):
+    """The candidate's fault: what it sent is not a usable HTTP/1.x answer."""
 
 
-class IncompleteResponse(Exception):
-    """The connection closed before the announced body arrived."""
+class BadHTTPResponse(CandidateError):
+    """The candidate's answer is not valid HTTP/1.x (or breaks one of our bounds)."""
 
 
-class _Stage(Enum):
-    """Where the parser is in one response."""
-
-    HEAD = "head"
-    BODY_BY_LENGTH = "body by length"
-    CHUNKED = "chunked"
-    UNTIL_CLOSE = "until close"
-    DONE = "done"
+class IncompleteResponse(CandidateError):
+    """The connection closed before the announced response arrived."""
 
 
-class _Chunk(Enum):
-    """Where the parser is inside chunked framing."""
+class InvalidRequest(Exception):
+    """Ours, not the candidate's: a request we refuse to put on the wire."""
 
-    SIZE_LINE = "size line"
-    DATA = "data"
-    DATA_CRLF = "CRLF after data"
-    TRAILERS = "trailers"
+
+def candidate_fault(exc: BaseException) -> bool:
+    """Whether a failed exchange says something about the candidate (the circuit breaker
+    counts those only): a timeout, a network or TLS error, a bad answer. Anything else
+    (an :class:`InvalidRequest`, one of our bugs) is ours."""
+    return isinstance(exc, CandidateError | OSError)  # TimeoutError and ssl.SSLError are OSError
+
+
+class _Stop(Exception):
+    """Raised in a parser callback to stop parsing: the exchange is decided."""
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection; parses one response at a time."""
+    """One keep-alive connection; parses one response at a time (llhttp callbacks)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: asyncio.Transport | None = None
-        self.closed = False
+        self.fd = -1
+        self.closed = False  # lost, aborted, or the peer closed its side
+        self.idle_since = 0.0
         self.waiter: asyncio.Future[CandidateResponse] | None = None
-        self.received_any = False
-        self._buf = bytearray()
-        self._cap = 0
-        self._head_only = False
-        self._reset_state()
+        self._parser: httptools.HttpResponseParser | None = None
+        self._reset(0, False)
 
-    def _reset_state(self) -> None:
-        self._stage = _Stage.HEAD
+    def _reset(self, cap: int, head_only: bool) -> None:
+        self._cap = cap
+        self._head_only = head_only
+        self._fed = 0  # bytes received for this exchange
+        self._body_seen = 0  # of which body bytes
+        self._seen_mark = -1  # body bytes at the last framing check that saw the body grow
+        self._framing_mark = 0  # non-body bytes then
+        self._body = bytearray()
         self._status = 0
         self._encoding = ""
-        self._keep_alive = True
-        self._remaining = 0  # body bytes still expected (length) / in the current chunk
-        self._chunk = _Chunk.SIZE_LINE
-        self._body = bytearray()
+        self._server_timing = ""
+        self._te = 0
+        self._chunked = False
+        self._has_length = False
+        self._interim = 0
+        self._in_interim = False
+        self._headers_done = False
+        self._until_close = False
+        self._keep_alive = False
         self._truncated = False
+        self._done = False
+        self._extra = False  # bytes after the complete response
+        self._error: BadHTTPResponse | None = None
 
     # ---- asyncio.Protocol ----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        sock = transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
 
     def data_received(self, data: bytes) -> None:
-        if self.waiter is None or self.waiter.done():
-            # Bytes nobody asked for (a broken server): this connection is unusable.
-            self.abort()
+        waiter = self.waiter
+        if waiter is None or waiter.done() or self._parser is None:
+            self.abort()  # bytes nobody asked for: this connection is unusable
             return
-        self.received_any = True
-        self._buf += data
+        if self._fed == 0 and data[:1] != b"H":
+            # llhttp skips empty lines before a status line; h11 does not, nor do we.
+            self._fail(BadHTTPResponse("the response does not start with a status line"))
+            return
+        if not self._headers_done and self._fed + len(data) > MAX_HEAD:
+            # Feed no more than the head may take: the head bound is exact.
+            room = MAX_HEAD - self._fed
+            self._feed(data[:room])
+            if self._error is None and not self._done and not self._headers_done:
+                self._error = BadHTTPResponse(f"response head larger than {MAX_HEAD} bytes")
+            data = data[room:]
+            if self._done and data:
+                self._extra = True
+            elif self._error is None and not self._done and data:
+                self._feed(data)
+        else:
+            self._feed(data)
+        if self._error is not None:
+            self._fail(self._error)
+        elif self._done:
+            self._finish()
+        elif self._headers_done:
+            # Chunk-size lines, extensions and trailers: at most MAX_FRAMING bytes in a row
+            # without a body byte (an endless trailer ends here, not in the timeout).
+            framing = self._fed - self._body_seen
+            if self._body_seen != self._seen_mark:
+                self._seen_mark, self._framing_mark = self._body_seen, framing
+            elif framing - self._framing_mark > MAX_FRAMING:
+                self._fail(BadHTTPResponse(f"more than {MAX_FRAMING} bytes of chunk framing or trailers"))
+
+    def _feed(self, data: bytes) -> None:
+        assert self._parser is not None
+        self._fed += len(data)
         try:
-            self._parse(eof=False)
-        except (BadHTTPResponse, ValueError) as exc:
-            self._fail(exc if isinstance(exc, BadHTTPResponse) else BadHTTPResponse(str(exc)))
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if not self._done:
+                self._error = self._error or BadHTTPResponse("unexpected protocol upgrade")
+        except httptools.HttpParserError as exc:
+            if self._done:
+                self._extra = True  # garbage after a complete response: answer kept, connection not
+            elif self._error is None and not isinstance(exc.__context__, _Stop):
+                self._error = BadHTTPResponse(f"invalid HTTP response: {exc}")
 
     def eof_received(self) -> bool:
-        self._keep_alive = False
-        if self.waiter is not None and not self.waiter.done():
-            if not self.received_any:
-                # Closed before answering: typically an idle keep-alive connection the
-                # server dropped as we reused it. Nothing was processed: retryable.
+        self.closed = True
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            if self._headers_done and self._until_close:
+                self._done = True  # a body delimited by the close: complete
+                self._finish()
+            elif self._fed == 0:
                 self._fail(ConnectionResetError("connection closed without a response"))
-                return False
-            try:
-                self._parse(eof=True)
-            except (BadHTTPResponse, ValueError) as exc:
-                self._fail(exc if isinstance(exc, BadHTTPResponse) else BadHTTPResponse(str(exc)))
+            else:
+                self._fail(BadHTTPResponse("connection closed before the response was complete"))
         return False  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.waiter is not None and not self.waiter.done():
-            if self.received_any:
-                self.waiter.set_exception(IncompleteResponse("connection closed mid-response"))
+        self._parser = None
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            if self._fed:
+                waiter.set_exception(IncompleteResponse("connection closed mid-response"))
             else:
-                self.waiter.set_exception(exc or ConnectionResetError("connection closed without a response"))
+                waiter.set_exception(exc or ConnectionResetError("connection closed without a response"))
+
+    # ---- llhttp callbacks ----------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._done:
+            self._extra = True  # a second response to one request
+            raise _Stop
+        self._te = 0
+        self._chunked = self._has_length = False
+        self._encoding = ""
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._headers_done:
+            return  # a trailer: bounded by MAX_FRAMING, otherwise ignored
+        key = name.lower()
+        if key == b"transfer-encoding":
+            self._te += 1
+            if self._te > 1 or value.strip(b" \t").lower() != b"chunked":
+                self._error = BadHTTPResponse("Transfer-Encoding other than a single 'chunked'")
+                raise _Stop
+            self._chunked = True
+        elif key == b"content-length":
+            self._has_length = True
+        elif key == b"content-encoding":
+            self._encoding = value.decode("latin-1")
+        elif key == b"server-timing" and len(self._server_timing) < MAX_SERVER_TIMING:
+            joined = (
+                f"{self._server_timing}, {value.decode('latin-1')}"
+                if self._server_timing
+                else value.decode("latin-1")
+            )
+            self._server_timing = joined[:MAX_SERVER_TIMING]
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        assert parser is not None
+        status = parser.get_status_code()
+        if parser.get_http_version() not in ("1.1", "1.0"):
+            self._error = BadHTTPResponse(f"unsupported HTTP version {parser.get_http_version()}")
+            raise _Stop
+        if status < 200:
+            if status == 101:
+                self._error = BadHTTPResponse("101 Switching Protocols: no upgrade was asked for")
+            elif status < 100:
+                self._error = BadHTTPResponse(f"invalid status {status}")
+            else:
+                self._interim += 1
+                if self._interim <= MAX_INTERIM:
+                    self._in_interim = True
+                    return
+                self._error = BadHTTPResponse(f"more than {MAX_INTERIM} interim (1xx) responses")
+            raise _Stop
+        self._status = status
+        self._headers_done = True
+        self._keep_alive = parser.should_keep_alive()
+        self._until_close = not self._chunked and not self._has_length and status not in (204, 304)
+        if self._head_only:
+            # llhttp cannot be told the request was HEAD: stop here, never reuse the connection.
+            self._done, self._keep_alive = True, False
+            raise _Stop
+
+    def on_body(self, data: bytes) -> None:
+        self._body_seen += len(data)
+        room = self._cap - len(self._body)
+        if len(data) > room:
+            self._body += data[:room]
+            self._truncated = self._done = True
+            self._keep_alive = False  # unread bytes: never reuse the connection
+            raise _Stop
+        self._body += data
+
+    def on_message_complete(self) -> None:
+        if self._in_interim:
+            self._in_interim = False  # an interim response: the final one follows
+        else:
+            self._done = True
 
     # ---- request / response --------------------------------------------------------
 
     def start(self, request: bytes, cap: int, head_only: bool) -> asyncio.Future[CandidateResponse]:
         assert self.transport is not None
-        self._reset_state()
-        self._buf.clear()
-        self._cap = cap
-        self._head_only = head_only
-        self.received_any = False
+        self._reset(cap, head_only)
+        self._parser = httptools.HttpResponseParser(self)
         self.waiter = self.loop.create_future()
         self.transport.write(request)
         return self.waiter
 
     def abort(self) -> None:
         self.closed = True
+        self._parser = None
         if self.transport is not None:
             self.transport.abort()
 
+    def idle_usable(self, now: float) -> bool:
+        """May this idle connection carry a new request? Not when the peer closed it or
+        sent anything (``eof_received`` / ``connection_lost`` fired, or bytes or an EOF
+        wait in the socket that the loop has not read yet), nor after :data:`IDLE_TTL`."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return False
+        if now - self.idle_since >= IDLE_TTL:
+            return False
+        try:
+            readable, _, _ = select.select([self.fd], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
     @property
     def reusable(self) -> bool:
-        return self._stage is _Stage.DONE and self._keep_alive and not self._truncated and not self.closed
+        return self._done and self._keep_alive and not self._truncated and not self._extra and not self.closed
 
     def _fail(self, exc: Exception) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -152,171 +334,37 @@ class _Connection(asyncio.Protocol):
         self.abort()
 
     def _finish(self) -> None:
-        self._stage = _Stage.DONE
-        if self._buf:  # bytes after the response: framing is off, do not reuse
-            self._keep_alive = False
+        self._parser = None  # also breaks the parser <-> callbacks reference cycle
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(
-                CandidateResponse(self._status, self._encoding, bytes(self._body), self._truncated)
+                CandidateResponse(
+                    self._status, self._encoding, bytes(self._body), self._truncated, self._server_timing
+                )
             )
 
-    def _keep(self, data: bytes | bytearray) -> None:
-        room = self._cap - len(self._body)
-        if len(data) > room:
-            self._body += data[:room]
-            self._truncated = True
-        else:
-            self._body += data
 
-    def _parse(self, eof: bool) -> None:
-        while True:
-            if self._stage is _Stage.HEAD:
-                end = self._buf.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(self._buf) > _MAX_HEAD:
-                        raise BadHTTPResponse("response head too large")
-                    if eof:
-                        raise BadHTTPResponse("connection closed in the response head")
-                    return
-                head = bytes(self._buf[:end])
-                del self._buf[: end + 4]
-                if not self._head(head):
-                    continue  # a 1xx interim response: the real one follows
-            if self._stage is _Stage.BODY_BY_LENGTH:
-                take = min(self._remaining, len(self._buf))
-                if take:
-                    self._keep(self._buf[:take])
-                    del self._buf[:take]
-                    self._remaining -= take
-                if self._remaining == 0:
-                    self._finish()
-                elif self._truncated:
-                    self._keep_alive = False
-                    self._finish()  # capped: stop reading, the connection is dropped
-                elif eof:
-                    raise BadHTTPResponse("connection closed before the announced body arrived")
-                return
-            if self._stage is _Stage.CHUNKED:
-                if not self._chunked(eof):
-                    return
-                continue
-            if self._stage is _Stage.UNTIL_CLOSE:
-                if self._buf:
-                    self._keep(self._buf)
-                    self._buf.clear()
-                if eof or self._truncated:
-                    self._keep_alive = False
-                    self._finish()
-                return
-            return
+_Key = tuple[str, str, int, TLSFiles | None]
 
-    def _head(self, head: bytes) -> bool:
-        """Parse a response head; False for an interim 1xx response."""
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        if (
-            len(parts) < 2
-            or not parts[0].startswith(b"HTTP/1.")
-            or len(parts[1]) != 3
-            or not parts[1].isdigit()
-        ):
-            raise BadHTTPResponse("invalid status line")
-        status = int(parts[1])
-        if 100 <= status < 200 and status != 101:
-            return False
-        self._status = status
-        if parts[0] == b"HTTP/1.0":
-            self._keep_alive = False
-        length: int | None = None
-        chunked = False
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep:
-                raise BadHTTPResponse("invalid header line")
-            key = name.strip().lower()
-            val = value.strip()
-            if key == b"content-length":
-                if not val.isdigit():
-                    raise BadHTTPResponse("invalid content-length")
-                if length is not None and length != int(val):
-                    raise BadHTTPResponse("conflicting content-length")
-                length = int(val)
-            elif key == b"transfer-encoding":
-                chunked = val.lower().endswith(b"chunked")
-            elif key == b"connection":
-                tokens = {t.strip() for t in val.lower().split(b",")}
-                if b"close" in tokens:
-                    self._keep_alive = False
-                elif b"keep-alive" in tokens and parts[0] == b"HTTP/1.0":
-                    self._keep_alive = True
-            elif key == b"content-encoding":
-                self._encoding = val.decode("latin-1")
-        if self._head_only or status in (204, 304) or status == 101:
-            self._finish()
-        elif chunked:
-            self._stage, self._chunk = _Stage.CHUNKED, _Chunk.SIZE_LINE
-        elif length is not None:
-            self._stage, self._remaining = _Stage.BODY_BY_LENGTH, length
-        else:
-            self._stage = _Stage.UNTIL_CLOSE
-        return True
 
-    def _chunked(self, eof: bool) -> bool:
-        """Advance through chunked framing; False when more bytes are needed."""
-        while True:
-            if self._chunk is _Chunk.SIZE_LINE:
-                end = self._buf.find(b"\r\n")
-                if end < 0:
-                    if len(self._buf) > 4096 or eof:
-                        raise BadHTTPResponse("invalid chunk size line")
-                    return False
-                size_text = bytes(self._buf[:end]).split(b";", 1)[0].strip()
-                del self._buf[: end + 2]
-                try:
-                    size = int(size_text, 16)
-                except ValueError:
-                    raise BadHTTPResponse("invalid chunk size") from None
-                if size < 0:
-                    raise BadHTTPResponse("invalid chunk size")
-                if size == 0:
-                    self._chunk = _Chunk.TRAILERS
-                else:
-                    self._remaining, self._chunk = size, _Chunk.DATA
-            elif self._chunk is _Chunk.DATA:
-                take = min(self._remaining, len(self._buf))
-                if take:
-                    self._keep(self._buf[:take])
-                    del self._buf[:take]
-                    self._remaining -= take
-                if self._truncated:
-                    self._keep_alive = False
-                    self._finish()
-                    return False
-                if self._remaining:
-                    if eof:
-                        raise BadHTTPResponse("connection closed inside a chunk")
-                    return False
-                self._chunk = _Chunk.DATA_CRLF
-            elif self._chunk is _Chunk.DATA_CRLF:
-                if len(self._buf) < 2:
-                    if eof:
-                        raise BadHTTPResponse("connection closed inside a chunk")
-                    return False
-                if self._buf[:2] != b"\r\n":
-                    raise BadHTTPResponse("missing CRLF after a chunk")
-                del self._buf[:2]
-                self._chunk = _Chunk.SIZE_LINE
-            else:  # trailers, up to an empty line
-                end = self._buf.find(b"\r\n")
-                if end < 0:
-                    if eof:
-                        raise BadHTTPResponse("connection closed in the trailers")
-                    return False
-                line = self._buf[:end]
-                del self._buf[: end + 2]
-                if not line:
-                    self._finish()
-                    return False
+def build_request(method: str, url: ShadowURL, headers: list[tuple[str, str]], body: bytes) -> bytes:
+    """The bytes of one request; :class:`InvalidRequest` when the request line would not be
+    valid (a method that is not a token, a target that is not origin-form)."""
+    if not valid_method(method):
+        raise InvalidRequest(f"invalid method {method[:40]!r}")
+    if not valid_origin_form(url.target):
+        raise InvalidRequest(f"invalid request target {url.target[:80]!r}")
+    lines = [f"{method} {url.target} HTTP/1.1\r\nHost: {url.host_header}\r\n"]
+    for name, value in headers:
+        if "\r" in value or "\n" in value or "\0" in value or "\r" in name or "\n" in name or ":" in name:
+            continue  # never let a header smuggle a line
+        lines.append(f"{name}: {value}\r\n")
+    if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
+        lines.append(f"Content-Length: {len(body)}\r\n")
+    lines.append("\r\n")
+    try:
+        return "".join(lines).encode("latin-1") + body
+    except UnicodeEncodeError:
+        raise InvalidRequest("a header is not Latin-1") from None
 
 
 class MiniHTTPClient:
@@ -324,19 +372,23 @@ class MiniHTTPClient:
 
     def __init__(self, max_response_bytes: int) -> None:
         self._max = max_response_bytes
-        self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
+        self._idle: dict[_Key, deque[_Connection]] = {}
+        self._idle_count = 0
         self._all: set[_Connection] = set()
-        self._ssl: ssl.SSLContext | None = None
+        self._contexts: dict[TLSFiles | None, ssl.SSLContext] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
 
-    async def _connect(self, scheme: str, host: str, port: int) -> _Connection:
+    def _context(self, tls: TLSFiles | None) -> ssl.SSLContext:
+        ctx = self._contexts.get(tls)
+        if ctx is None:
+            ctx = self._contexts[tls] = tls.context() if tls is not None else ssl.create_default_context()
+        return ctx
+
+    async def _connect(self, url: ShadowURL) -> _Connection:
         loop = asyncio.get_running_loop()
-        ctx: ssl.SSLContext | None = None
-        if scheme == "https":
-            if self._ssl is None:
-                self._ssl = ssl.create_default_context()
-            ctx = self._ssl
+        ctx = self._context(url.tls) if url.scheme == "https" else None
         _, conn = await loop.create_connection(
-            lambda: _Connection(loop), host, port, ssl=ctx, server_hostname=host if ctx else None
+            lambda: _Connection(loop), url.host, url.port, ssl=ctx, server_hostname=url.host if ctx else None
         )
         self._all.add(conn)
         return conn
@@ -349,59 +401,83 @@ class MiniHTTPClient:
         body: bytes,
         timeout: float,
     ) -> CandidateResponse:
-        scheme, host, port = url.scheme, url.host, url.port
-        lines = [f"{method} {url.target} HTTP/1.1\r\nHost: {url.host_header}\r\n"]
-        for name, value in headers:
-            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-                continue  # never let a header value smuggle a line
-            lines.append(f"{name}: {value}\r\n")
-        if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
-            lines.append(f"Content-Length: {len(body)}\r\n")
-        lines.append("\r\n")
-        request = "".join(lines).encode("latin-1", "replace") + body
-        key = (scheme, host, port)
-        head_only = method == "HEAD"
+        request = build_request(method, url, headers, body)
+        key: _Key = (url.scheme, url.host, url.port, url.tls)
         async with asyncio.timeout(timeout):
-            idle = self._idle.get(key)
-            while idle:
-                conn = idle.pop()
-                if conn.closed or conn.transport is None or conn.transport.is_closing():
-                    self._all.discard(conn)
-                    continue
-                try:
-                    return await self._exchange(conn, key, request, head_only)
-                except (ConnectionError, IncompleteResponse):
-                    if conn.received_any:
-                        raise
-                    # The server closed the idle connection as we reused it: nothing was
-                    # processed, so one fresh attempt is safe.
-                    break
-            conn = await self._connect(scheme, host, port)
-            return await self._exchange(conn, key, request, head_only)
-
-    async def _exchange(
-        self, conn: _Connection, key: tuple[str, str, int], request: bytes, head_only: bool
-    ) -> CandidateResponse:
-        try:
-            response = await conn.start(request, self._max, head_only)
-        except BaseException:
-            conn.abort()  # timeout, cancellation, bad HTTP: this connection is never reused
-            self._all.discard(conn)
-            raise
-        if conn.reusable:
-            idle = self._idle.setdefault(key, deque())
-            if len(idle) < _MAX_IDLE_PER_ORIGIN:
-                idle.append(conn)
-                return response
-        conn.abort()
-        self._all.discard(conn)
+            conn = self._checkout(key)
+            if conn is None:
+                conn = await self._connect(url)
+            # Sent once, never again: whatever happens from here is this exchange's outcome.
+            try:
+                response = await conn.start(request, self._max, method == "HEAD")
+            except BaseException:
+                self._drop(conn)  # timeout, cancellation, bad HTTP: never reused
+                raise
+        self._checkin(conn, key)
         return response
 
+    def _checkout(self, key: _Key) -> _Connection | None:
+        idle = self._idle.get(key)
+        if not idle:
+            return None
+        now = asyncio.get_running_loop().time()
+        found: _Connection | None = None
+        while idle:
+            conn = idle.pop()  # the most recently used first
+            self._idle_count -= 1
+            if conn.idle_usable(now):
+                found = conn
+                break
+            self._drop(conn, graceful=True)
+        if not idle:
+            del self._idle[key]
+        return found
+
+    def _checkin(self, conn: _Connection, key: _Key) -> None:
+        if conn.reusable and self._idle_count < MAX_IDLE_TOTAL:
+            idle = self._idle.setdefault(key, deque())
+            if len(idle) < MAX_IDLE_PER_ORIGIN:
+                loop = asyncio.get_running_loop()
+                conn.idle_since = loop.time()
+                idle.append(conn)
+                self._idle_count += 1
+                if self._sweeper is None:
+                    self._sweeper = loop.call_later(IDLE_TTL, self._sweep)
+                return
+        self._drop(conn)
+
+    def _sweep(self) -> None:
+        """Close connections idle for :data:`IDLE_TTL` (oldest first in each deque)."""
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for key in list(self._idle):
+            idle = self._idle[key]
+            while idle and (idle[0].closed or now - idle[0].idle_since >= IDLE_TTL):
+                self._drop(idle.popleft(), graceful=True)
+                self._idle_count -= 1
+            if not idle:
+                del self._idle[key]
+        if self._idle_count:
+            self._sweeper = loop.call_later(IDLE_TTL / 2, self._sweep)
+
+    def _drop(self, conn: _Connection, graceful: bool = False) -> None:
+        self._all.discard(conn)
+        if graceful and not conn.closed and conn.transport is not None:
+            conn.closed = True
+            conn.transport.close()
+        else:
+            conn.abort()
+
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for conn in list(self._all):
             conn.abort()
         self._all.clear()
         self._idle.clear()
+        self._idle_count = 0
         # abort() closes the socket in a callback: let it run before the loop stops.
         await asyncio.sleep(0)
         await asyncio.sleep(0)

@@ -9,12 +9,21 @@ Everything that decides what a shadow request looks like on the wire lives here:
 * where a copy goes: :func:`shadow_url` builds it from the *validated* target's parts
   (scheme, host, port, base path) plus the percent-encoded request path and query --
   nothing in a request can choose the host or the port, and no URL string is re-parsed;
-* the sampling hash (:func:`sample_point`), so that a sample key gives the same decision
-  in every process.
+* what a request line may hold (:func:`valid_method`, :func:`valid_origin_form`): a request
+  whose method is not a token or whose target is not origin-form is never shadowed;
+* which headers a target's own ``headers`` may not set (:data:`TARGET_HEADERS_FORBIDDEN`,
+  :func:`target_header_problem`): nothing configured can change the framing;
+* the TLS files of a target (:class:`TLSFiles`): its CA bundle and client certificate.
+
+And the sampling hash (:func:`sample_point`), so that a sample key gives the same decision
+in every process.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,12 +35,17 @@ if TYPE_CHECKING:
 __all__ = [
     "MARKER",
     "NEVER_FORWARD",
+    "TARGET_HEADERS_FORBIDDEN",
     "ShadowURL",
+    "TLSFiles",
     "forwarded_headers",
     "outgoing_headers",
     "quote_path",
     "sample_point",
     "shadow_url",
+    "target_header_problem",
+    "valid_method",
+    "valid_origin_form",
 ]
 
 #: The header every shadow request carries (its value: the target's name). A request that
@@ -57,6 +71,96 @@ NEVER_FORWARD = frozenset(
         "tracestate",
     }
 )
+
+
+#: Names a target's configured ``headers`` may not set (``Proxy-*`` too): hop-by-hop and
+#: framing headers the client computes itself, and the marker. Sent beside the computed
+#: framing they would be a request-smuggling surface.
+TARGET_HEADERS_FORBIDDEN = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        MARKER,
+    }
+)
+
+# RFC 9110 §5.6.2: token = 1*tchar
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# A field value: Latin-1 without control characters (HTAB allowed), RFC 9110 §5.5.
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+# origin-form (RFC 9112 §3.2.1) as it reaches us: "/" then no space, no control
+# character, nothing outside Latin-1 (raw bytes are decoded as Latin-1 by the servers).
+_PATH = re.compile(r"/[\x21-\x7e\x80-\xff]*")
+_QUERY = re.compile(r"[\x21-\x7e\x80-\xff]*")
+
+
+def valid_method(method: str) -> bool:
+    """A method is an RFC 9110 token."""
+    return _TOKEN.fullmatch(method) is not None
+
+
+def valid_origin_form(path: str, query: str = "") -> bool:
+    """``path`` (and ``query``) form a valid origin-form request-target: the path starts
+    with ``/``; neither holds a space, a control character or anything outside Latin-1."""
+    return _PATH.fullmatch(path) is not None and (not query or _QUERY.fullmatch(query) is not None)
+
+
+def target_header_problem(name: object, value: object) -> str | None:
+    """Why a target's configured header may not be sent, or None when it may."""
+    if not isinstance(name, str) or _TOKEN.fullmatch(name) is None:
+        return f"invalid header name {name!r}"  # not an RFC 9110 token
+    lower = name.lower()
+    if lower in TARGET_HEADERS_FORBIDDEN or lower.startswith("proxy-"):
+        return f"header {name!r} may not be set: the client computes framing and hop-by-hop headers"
+    if not isinstance(value, str):
+        return f"value of header {name!r} must be a string"
+    if _FIELD_VALUE.fullmatch(value) is None:
+        return f"value of header {name!r} has CR, LF, NUL, another control character or non-Latin-1 text"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class TLSFiles:
+    """A target's TLS files: a CA bundle (instead of the system's) and a client
+    certificate with its key (mutual TLS). Paths; loaded by :meth:`context`."""
+
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """A verifying client ``SSLContext`` with these files loaded. ``ValueError`` naming
+        the field (``ca_file``, ``client_cert``, ``client_key``) when one cannot be used."""
+        for field in ("ca_file", "client_cert", "client_key"):
+            path = getattr(self, field)
+            if path is not None and (not isinstance(path, str) or not os.path.isfile(path)):
+                raise ValueError(f"{field}: not a readable file: {path!r}")
+        if self.client_key is not None and self.client_cert is None:
+            raise ValueError("client_key: given without client_cert")
+        try:
+            ctx = ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"ca_file: cannot load CA certificates from {self.ca_file!r}: {exc}") from None
+        if self.client_cert is not None:
+            try:
+                ctx.load_cert_chain(self.client_cert, self.client_key)
+            except (OSError, ssl.SSLError) as exc:
+                field = "client_cert"
+                if self.client_key is not None:
+                    try:  # the certificate alone loads: the key is what is wrong
+                        ssl.create_default_context(cafile=self.client_cert)
+                        field = "client_key"
+                    except (OSError, ssl.SSLError):
+                        pass
+                raise ValueError(f"{field}: cannot load the client certificate and key: {exc}") from None
+        return ctx
 
 
 def forwarded_headers(headers: Iterable[tuple[str, str]], drop: frozenset[str]) -> list[tuple[str, str]]:
@@ -110,6 +214,7 @@ class ShadowURL:
     port: int
     host_header: str  # the Host header value for that origin
     target: str  # the request-target: an origin-form path and query
+    tls: TLSFiles | None = None  # the target's TLS files (https); None: the system's defaults
 
     @property
     def full(self) -> str:
@@ -129,7 +234,7 @@ def shadow_url(target: ShadowTarget, path: str, query: str) -> ShadowURL:
     full = target.path if target.url is not None else target.path + path
     if query:
         full = f"{full}?{query}"
-    return ShadowURL(target.scheme, target.host, target.port, host_header(target), full)
+    return ShadowURL(target.scheme, target.host, target.port, host_header(target), full, target.tls)
 
 
 def host_header(target: ShadowTarget) -> str:

@@ -6,6 +6,7 @@ names the field it is about (``ShadowTarget.sample_rate``, ``ShadowConfig.max_qu
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 
 from shadow_middleware import Compare, ShadowConfig, ShadowTarget
 from shadow_middleware._config import RouteTable
+from shadow_middleware._wire import shadow_url
 
 URL = "http://model-v2.internal:8080/score"
 
@@ -129,8 +131,8 @@ def test_shadow_target_repr_hides_header_values() -> None:
         ("https://h:8443/v2/score", "/other/path", "x=%20", "https://h:8443/v2/score?x=%20"),
     ],
 )
-def test_url_for_url_mode_appends_only_the_query(url: str, path: str, query: str, expected: str) -> None:
-    assert ShadowTarget("v2", url=url).url_for(path, query) == expected
+def test_shadow_url_url_mode_appends_only_the_query(url: str, path: str, query: str, expected: str) -> None:
+    assert shadow_url(ShadowTarget("v2", url=url), path, query).full == expected
 
 
 @pytest.mark.parametrize(
@@ -143,10 +145,10 @@ def test_url_for_url_mode_appends_only_the_query(url: str, path: str, query: str
         ("https://h:8443/api/v2/", "/items/7", "q=x%2Fy", "https://h:8443/api/v2/items/7?q=x%2Fy"),
     ],
 )
-def test_url_for_base_url_mode_appends_path_and_query(
+def test_shadow_url_base_url_mode_appends_path_and_query(
     base_url: str, path: str, query: str, expected: str
 ) -> None:
-    got = ShadowTarget("v2", base_url=base_url).url_for(path, query)
+    got = shadow_url(ShadowTarget("v2", base_url=base_url), path, query).full
     assert got == expected
     assert "//" not in got.split("://", 1)[1]
 
@@ -461,3 +463,242 @@ def test_static_and_dynamic_routes_coexist() -> None:
 def test_static_route_with_wrong_method_falls_back_to_dynamic() -> None:
     t = table("POST /users/me", "GET /users/{id}")
     assert t.match("GET", "/users/me") == "GET /users/{id}"
+
+
+# ---- route syntax: Flask's and Starlette's parameters -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "POST /v1/models/<model_name>/predict",
+        "POST /v1/models/<string:model_name>/predict",
+        "POST /v1/models/{model_name}/predict",
+        "POST /v1/models/{model_name:str}/predict",
+    ],
+)
+def test_a_plain_parameter_matches_one_non_empty_segment_in_either_syntax(pattern: str) -> None:
+    t = table(pattern)
+    assert t.match("POST", "/v1/models/churn-v2/predict") == pattern
+    assert t.match("POST", "/v1/models/a:b.c/predict") == pattern
+    assert t.match("POST", "/v1/models//predict") is None
+    assert t.match("POST", "/v1/models/a/b/predict") is None
+    assert t.match("POST", "/v1/models/predict") is None
+    assert t.match("GET", "/v1/models/churn-v2/predict") is None
+
+
+@pytest.mark.parametrize("pattern", ["GET /items/<int:item_id>", "GET /items/{item_id:int}"])
+@pytest.mark.parametrize(
+    ("path", "matches"),
+    [
+        ("/items/42", True),
+        ("/items/007", True),
+        ("/items/4a", False),
+        ("/items/-1", False),
+        ("/items/1.5", False),
+        ("/items/", False),
+        ("/items/4/", False),
+        ("/items/\u0664\u0662", False),  # Arabic-Indic digits: not ASCII
+        ("/items/\u00b2", False),  # superscript two: str.isdigit() says yes
+    ],
+)
+def test_an_int_parameter_matches_one_segment_of_ascii_digits(pattern: str, path: str, matches: bool) -> None:
+    assert table(pattern).match("GET", path) == (pattern if matches else None)
+
+
+@pytest.mark.parametrize("pattern", ["GET /files/<path:name>", "GET /files/{name:path}"])
+@pytest.mark.parametrize(
+    ("path", "matches"),
+    [
+        ("/files/a", True),
+        ("/files/a/b/c.txt", True),
+        ("/files/a/", True),  # the slash is part of the parameter, as in Flask and Starlette
+        ("/files/", False),  # one or more segments: never empty
+        ("/files", False),
+        ("/files//a", False),  # the first segment is not empty
+        ("/other/a", False),
+    ],
+)
+def test_a_path_parameter_matches_one_or_more_segments(pattern: str, path: str, matches: bool) -> None:
+    assert table(pattern).match("GET", path) == (pattern if matches else None)
+
+
+def test_a_path_parameter_may_sit_anywhere() -> None:
+    t = table("POST /repos/<path:repo>/issues/<int:number>", "GET /{prefix:path}/health")
+    assert (
+        t.match("POST", "/repos/org/team/project/issues/12") == "POST /repos/<path:repo>/issues/<int:number>"
+    )
+    assert t.match("POST", "/repos/org/issues/12") == "POST /repos/<path:repo>/issues/<int:number>"
+    assert t.match("POST", "/repos/issues/12") is None
+    assert t.match("POST", "/repos/org/issues/x") is None
+    assert t.match("GET", "/a/b/health") == "GET /{prefix:path}/health"
+    assert t.match("GET", "/health") is None
+
+
+def test_literal_segments_are_matched_literally() -> None:
+    # Regex metacharacters and colons inside literal segments (TF Serving's ``:predict``).
+    t = table("POST /v1/models/churn:predict", "POST /a+b/{x}", "POST /v1.0/{m}/score")
+    assert t.match("POST", "/v1/models/churn:predict") == "POST /v1/models/churn:predict"
+    assert t.match("POST", "/a+b/1") == "POST /a+b/{x}"
+    assert t.match("POST", "/aab/1") is None
+    assert t.match("POST", "/v1.0/m/score") == "POST /v1.0/{m}/score"
+    assert t.match("POST", "/v1x0/m/score") is None
+
+
+def test_a_trailing_slash_is_matched_exactly() -> None:
+    t = table("POST /predict", "POST /score/", "POST /items/<int:i>/")
+    assert t.match("POST", "/predict") == "POST /predict"
+    assert t.match("POST", "/predict/") is None
+    assert t.match("POST", "/score/") == "POST /score/"
+    assert t.match("POST", "/score") is None
+    assert t.match("POST", "/items/1/") == "POST /items/<int:i>/"
+    assert t.match("POST", "/items/1") is None
+    assert table("GET /").match("GET", "/") == "GET /"
+
+
+@pytest.mark.parametrize(
+    ("route", "fragment"),
+    [
+        pytest.param(
+            "POST /v1/models/:model/predict", "':model' is not a parameter: write '<model>'", id="colon"
+        ),
+        pytest.param("GET /static/*", "'*' is not a wildcard here", id="star"),
+        pytest.param("GET /static/*.js", "'*' is not a wildcard here", id="star-in-segment"),
+        pytest.param("GET /x/<float:x>", "unsupported converter 'float'", id="flask-float"),
+        pytest.param("GET /x/<uuid:x>", "unsupported converter 'uuid'", id="flask-uuid"),
+        pytest.param("GET /x/<str:x>", "unsupported converter 'str'", id="starlette-name-in-flask"),
+        pytest.param("GET /x/{x:float}", "unsupported converter 'float'", id="starlette-float"),
+        pytest.param("GET /x/{x:string}", "unsupported converter 'string'", id="flask-name-in-starlette"),
+        pytest.param("GET /x/<int(signed=True):x>", "unsupported converter", id="converter-arguments"),
+        pytest.param("GET /x/{x", "malformed parameter '{x'", id="unclosed-brace"),
+        pytest.param("GET /x/x}", "whole segment", id="unopened-brace"),
+        pytest.param("GET /x/<x", "malformed parameter '<x'", id="unclosed-angle"),
+        pytest.param("GET /x/{a:int:b}", "malformed parameter", id="two-colons"),
+        pytest.param("GET /x/{}", "invalid parameter name ''", id="empty-name"),
+        pytest.param("GET /x/<1a>", "invalid parameter name '1a'", id="bad-name"),
+        pytest.param("GET /x/id-{id}", "whole segment", id="partial-segment"),
+        pytest.param("GET /x//y", "empty segment ('//')", id="empty-segment"),
+        pytest.param("GET //", "empty segment ('//')", id="double-slash-root"),
+        pytest.param("GET /x/<a>/<int:a>", "parameter 'a' appears twice", id="duplicate-name"),
+        pytest.param("GET /x?y=1", "without '?' or '#'", id="query"),
+    ],
+)
+def test_unsupported_route_syntax_is_refused_with_the_field_and_a_hint(route: str, fragment: str) -> None:
+    with pytest.raises(ValueError) as info:
+        config(routes=["POST /ok", route])
+    message = str(info.value)
+    assert message.startswith("ShadowConfig.routes[1]: ")
+    assert fragment in message
+    if "appears twice" not in fragment and "'?'" not in fragment:
+        assert "<int:name>" in message and "{name:path}" in message  # what is accepted
+
+
+def test_every_bad_route_is_reported() -> None:
+    with pytest.raises(ValueError) as info:
+        config(routes=["POST /a/:x", "POST /ok", "GET /b/*"])
+    lines = str(info.value).splitlines()
+    assert [line.split(":")[0] for line in lines] == ["ShadowConfig.routes[0]", "ShadowConfig.routes[2]"]
+
+
+@pytest.mark.parametrize("path", ["predict", "xpredict", "", "models/a/predict", "xmodels/a/predict", "*"])
+def test_a_request_path_without_a_leading_slash_never_matches(path: str) -> None:
+    # The matcher once dropped the first character unchecked: "xmodels/a/predict" matched.
+    assert table("POST /predict", "POST /models/{m}/predict").match("POST", path) is None
+    assert table("* /{anything:path}").match("POST", path) is None
+
+
+def test_route_patterns_keep_their_spelling() -> None:
+    cfg = config(routes=["post /v1/<name>/predict", "GET /{id:int}"])
+    assert cfg.routes == ("POST /v1/<name>/predict", "GET /{id:int}")
+
+
+# ---- repr: the constructor's parameters only ------------------------------------------
+
+
+def test_reprs_show_the_constructor_parameters_only() -> None:
+    cfg = config(
+        routes=["POST /m/{m}/predict"],
+        sample_key="header:x-user",
+        correlation_id="json:/id",
+        compare=Compare(fields=["/a"]),
+        targets=[target(headers={"authorization": "Bearer s3cr3t"})],
+    )
+    text = repr(cfg)
+    for internal in (
+        "compiled_routes",
+        "sample_source",
+        "correlation_source",
+        "field_tokens",
+        "ignore_tokens",
+    ):
+        assert internal not in text
+    assert "Route(" not in text and "Source(" not in text
+    assert "s3cr3t" not in text  # targets keep their masked repr
+    assert text.startswith("ShadowConfig(targets=(ShadowTarget(")
+    for name in inspect.signature(ShadowConfig).parameters:
+        assert f" {name}=" in text or text.startswith(f"ShadowConfig({name}="), name
+    compare_text = repr(Compare(fields=["/a"], ignore=["/a/id"]))
+    assert compare_text == (
+        "Compare(fields=(('/a', '/a'),), ignore=('/a/id',), abs_tol=0.0, rel_tol=0.0, threshold=None, "
+        "record_values=True)"
+    )
+
+
+# ---- Compare.ignore next to fields ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "ignore"),
+    [
+        (["/prediction"], ["/request_id"]),
+        (["/prediction"], ["/prediction"]),  # the whole field: contradictory
+        (["/result/score"], ["/result"]),  # above a field: never reached
+        ({"/score": "/out/score"}, ["/out/score/ts"]),  # candidate pointers do not count
+        (["/a", "/b"], ["/a/x", "/c"]),
+    ],
+)
+def test_compare_refuses_ignore_pointers_that_could_never_apply(fields: Any, ignore: list[str]) -> None:
+    with pytest.raises(
+        ValueError, match=r"^Compare\.ignore: '.*' only applies to a whole-body comparison"
+    ) as info:
+        Compare(fields=fields, ignore=ignore)
+    assert str(info.value).endswith("remove it or remove fields")
+
+
+def test_compare_accepts_ignore_for_a_whole_body_or_below_a_field() -> None:
+    assert Compare(ignore=["/request_id"]).ignore == ("/request_id",)
+    assert Compare(fields=["/result"], ignore=["/result/ts"]).ignore_tokens == frozenset({("result", "ts")})
+    assert Compare(fields={"/score": "/out/score"}, ignore=["/score/ts"]).ignore == ("/score/ts",)
+    assert Compare(fields=["/a"], ignore=[]).ignore == ()
+
+
+# ---- every bad field in one error -----------------------------------------------------
+
+
+def test_shadow_config_reports_every_bad_field_first_one_first() -> None:
+    with pytest.raises(ValueError) as info:
+        config(max_queue=-1, routes=["POST /x/:id"], sample_key="cookie:x", enabled="yes", span_placement="x")
+    assert str(info.value).splitlines() == [
+        "ShadowConfig.routes[0]: ':id' is not a parameter: write '<id>' or '{id}' (accepted: whole-segment "
+        "parameters <name>, <int:name>, <path:name>, {name}, {name:int}, {name:path})",
+        "ShadowConfig.enabled: must be a bool, got 'yes'",
+        "ShadowConfig.max_queue: must be >= 0, got -1",
+        "ShadowConfig.span_placement: must be 'child' or 'link', got 'x'",
+        "ShadowConfig.sample_key: must start with 'header:' or 'json:', got 'cookie:x'",
+    ]
+    # One bad field: exactly the message it always had.
+    with pytest.raises(ValueError) as info:
+        config(max_queue=-1)
+    assert str(info.value) == "ShadowConfig.max_queue: must be >= 0, got -1"
+
+
+def test_compare_reports_every_bad_field() -> None:
+    with pytest.raises(ValueError) as info:
+        Compare(fields=["score"], ignore=["x"], abs_tol=-1, rel_tol=math.nan, record_values=1)  # type: ignore[arg-type]
+    assert [line.split(":")[0] for line in str(info.value).splitlines()] == [
+        "Compare.fields",
+        "Compare.ignore",
+        "Compare.record_values",
+        "Compare.abs_tol",
+        "Compare.rel_tol",
+    ]

@@ -50,6 +50,9 @@ def test_contract_signatures() -> None:
         "timeout": 5.0,
         "max_concurrency": 32,
         "headers": None,
+        "ca_file": None,
+        "client_cert": None,
+        "client_key": None,
     }
     config = defaults(shadow_middleware.ShadowConfig)
     assert list(config)[:15] == [

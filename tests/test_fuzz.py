@@ -377,9 +377,13 @@ class Built:
 
     @property
     def eligible(self) -> bool:
-        """Computed from the request alone: on a route and not itself a shadow request."""
-        return on_route(self.req.method, self.req.path) and not any(
-            name.lower() == MARKER for name, _ in self.headers
+        """Computed from the request alone: on a route, with a valid request target (a space
+        in the query string is not: never shadowed, never counted), and not itself a shadow
+        request. The methods drawn are all tokens and the paths reach the engine quoted."""
+        return (
+            on_route(self.req.method, self.req.path)
+            and " " not in self.req.query
+            and not any(name.lower() == MARKER for name, _ in self.headers)
         )
 
     def header_values(self, name: str) -> list[str]:
@@ -1009,7 +1013,12 @@ def wsgi_environ(b: Built) -> dict[str, Any]:
 
 
 def wsgi_eligible(b: Built) -> bool:
-    return on_route(b.req.method, b.req.path) and "HTTP_X_SHADOW_REQUEST" not in wsgi_environ(b)
+    env = wsgi_environ(b)
+    return (
+        on_route(b.req.method, b.req.path)
+        and " " not in env["QUERY_STRING"]  # not a valid request target (issue 12)
+        and "HTTP_X_SHADOW_REQUEST" not in env
+    )
 
 
 class WsgiApp:

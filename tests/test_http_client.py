@@ -246,15 +246,27 @@ def test_timeout_closes_the_connection_and_the_client_recovers(server: Callable[
     assert [o.body for o in out[3:]] == [b"ok"] * 3  # type: ignore[attr-defined]
 
 
-def test_stale_idle_connection_is_retried_once_on_a_fresh_one(server: Callable[[Script], RawServer]) -> None:
+def test_connection_closed_after_an_answer_is_not_reused_and_nothing_is_resent(
+    server: Callable[[Script], RawServer],
+) -> None:
     def script(conn: socket.socket, head: bytes) -> bool:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         return False  # closes after each answer without saying so
 
     s = server(script)
-    results = run(send_many(s.url(), 4))
+
+    async def scenario() -> list[object]:
+        client = MiniHTTPClient(1024)
+        out: list[object] = []
+        for _ in range(4):
+            out.append(await client.send("POST", s.url(), [], b"x", 2.0))
+            await asyncio.sleep(0.02)  # the close reaches us before the next request
+        await client.close()
+        return out
+
+    results = run(scenario())
     assert [r.body for r in results] == [b"ok"] * 4  # type: ignore[attr-defined]
-    assert len(s.requests) == 4  # each request processed once
+    assert len(s.requests) == 4 and s.connections == 4  # each request sent and processed once
 
 
 def test_header_values_cannot_smuggle_lines(server: Callable[[Script], RawServer]) -> None:
