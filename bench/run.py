@@ -374,7 +374,7 @@ def run_framework(framework: str, plan: Plan, body: Path, work: Path) -> dict[st
             env = {
                 **otel,
                 "CANDIDATE_URL": f"http://127.0.0.1:{stall_port}/predict_shadow",
-                "SHADOW_SPAN_FILE": str(span_file),
+                "EXAMPLE_SPAN_FILE": str(span_file),
             }
             samples: list[tuple[float, float]] = []
             with app(framework, env, logs) as proc:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
 from ._config import ShadowConfig, describe
-from ._configfile import ENV_PREFIX, FOREIGN_ENV
+from ._configfile import ENV_PREFIX, FOREIGN_ENV, ConfigErrors
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -33,9 +33,11 @@ def _add_check_config(commands: Subparsers) -> None:
         "check-config",
         help="validate a configuration file and print the effective configuration",
         description=(
-            "Validate a TOML configuration file, with the SHADOW_* environment overrides applied "
-            "(as ShadowConfig.from_env would with SHADOW_CONFIG=PATH), and print the effective "
-            "configuration as TOML with header values masked. Exit status 0 when valid, 2 otherwise."
+            "Validate a TOML configuration file as the middleware reads it, with the SHADOW_* "
+            "environment variables applied on top (as if SHADOW_CONFIG=PATH were set), and print "
+            "the effective configuration as TOML with header values masked. Every unknown key or "
+            "variable and every bad value is reported, one per line. Exit status 0 when valid, "
+            "2 otherwise."
         ),
     )
     parser.add_argument("path", metavar="PATH", help="the TOML file")
@@ -52,7 +54,8 @@ def _check_config(args: argparse.Namespace) -> int:
         else:
             config = ShadowConfig.from_env({**environ, "SHADOW_CONFIG": args.path})
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for line in exc.errors if isinstance(exc, ConfigErrors) else str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
         return 2
     applied = sorted(v for v in environ if v.startswith(ENV_PREFIX) and v not in FOREIGN_ENV)
     if applied:
@@ -88,8 +91,11 @@ COMMANDS: list[Callable[[Subparsers], None]] = [_add_check_config, _add_report]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The usage line names the command as it was run: the console script, or the module.
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    script = script.removesuffix(".exe")
     parser = argparse.ArgumentParser(
-        prog="python -m shadow_middleware",
+        prog=script if script.startswith("shadow-middleware") else "python -m shadow_middleware",
         description="shadow_middleware tools",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 from ._config import ShadowConfig
-from ._engine import Shadow
+from ._engine import Shadow, kill_switch_set
 
 __all__ = ["Adapter"]
+
+logger = logging.getLogger("shadow_middleware")
 
 
 class Adapter:
@@ -22,7 +25,15 @@ class Adapter:
             or ``SHADOW_TARGETS`` is set (the configuration then comes from the environment).
         tracer_provider: OpenTelemetry ``TracerProvider`` for an engine built from ``config``.
         meter_provider: OpenTelemetry ``MeterProvider`` for an engine built from ``config``.
+
+    ``SHADOW_ENABLED=0`` always wins: with neither ``shadow`` nor ``config`` given, the
+    configuration is then not even read, and the middleware is a pure pass-through.
     """
+
+    #: Whether a configuration error waits for the server's startup (ASGI lifespan) rather
+    #: than raising here. Starlette builds middleware inside its first ASGI call, where an
+    #: exception would turn every request into a 500.
+    _defer_config_errors = False
 
     def __init__(
         self,
@@ -34,7 +45,24 @@ class Adapter:
         meter_provider: Any = None,
     ) -> None:
         self.app = app
-        self.shadow, self._owns_engine = _engine_for(shadow, config, tracer_provider, meter_provider)
+        self.shadow: Shadow | None = None
+        self._owns_engine = False
+        #: The configuration error this middleware was built with (deferred adapters only).
+        self.config_error: str | None = None
+        self._error_logged = False
+        if shadow is None and config is None and kill_switch_set():
+            return  # the kill switch: pass everything through, read nothing
+        try:
+            self.shadow, self._owns_engine = _engine_for(shadow, config, tracer_provider, meter_provider)
+        except ValueError as exc:
+            if not self._defer_config_errors:
+                raise
+            self.config_error = f"shadow_middleware configuration error: {exc}"
+
+    def _log_config_error_once(self) -> None:
+        if self.config_error is not None and not self._error_logged:
+            self._error_logged = True
+            logger.error("%s; every request passes through unshadowed", self.config_error)
 
 
 def _engine_for(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -19,6 +19,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 __all__ = ["ShadowASGIMiddleware"]
+
+logger = logging.getLogger("shadow_middleware")
 
 
 class ShadowASGIMiddleware(Adapter):
@@ -38,14 +40,20 @@ class ShadowASGIMiddleware(Adapter):
 
     app: ASGIApp
 
+    _defer_config_errors = True
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            if scope["type"] == "lifespan" and self._owns_engine:
-                await self.app(scope, receive, _LifespanCloser(self.shadow, send))
+            if scope["type"] == "lifespan":
+                await self._lifespan(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
             return
         shadow = self.shadow
+        if shadow is None:  # the kill switch, or a configuration error: pass through
+            self._log_config_error_once()
+            await self.app(scope, receive, send)
+            return
         method = scope["method"]
         route = shadow.match(method, scope["path"])
         if route is None:
@@ -57,18 +65,42 @@ class ShadowASGIMiddleware(Adapter):
             return
         await _Responder(self.app, tap, receive, send).run(scope)
 
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.config_error is not None:
+            # Fail the deploy loudly, before any traffic: the server prints the message and
+            # exits non-zero. (Raising instead would make uvicorn decide the app does not
+            # support lifespan, then answer every request with a 500.)
+            message = await receive()
+            if message.get("type") == "lifespan.startup":
+                logger.error("%s", self.config_error)
+                self._error_logged = True
+                await send({"type": "lifespan.startup.failed", "message": self.config_error})
+            return
+        if self.shadow is None:
+            await self.app(scope, receive, send)
+            return
+        await self.app(scope, receive, _LifespanShutdown(self.shadow, self._owns_engine, send))
+
 
 def _begin(shadow: Shadow, route: str, scope: Scope) -> Tap | None:
     try:
+        raw_headers = scope["headers"]
+        if not isinstance(raw_headers, list | tuple):
+            # "An iterable of pairs": a generator is legal, and reading it here would hand the
+            # app an empty one. Keep the same pairs, as a list, for both of us.
+            raw_headers = scope["headers"] = list(raw_headers)
         # Servers send lower-case names, but ASGI does not promise it: never trust the case.
-        headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
+        headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw_headers]
         raw_path = scope.get("raw_path")
         path = raw_path.decode("latin-1") if raw_path else quote_path(scope["path"])
         content_length: int | None = None
+        chunked = False
         for name, value in headers:
             if name == "content-length":
                 content_length = int(value) if value.isascii() and value.isdigit() else None
-        return shadow.begin(
+            elif name == "transfer-encoding":
+                chunked = True
+        tap = shadow.begin(
             route,
             scope["method"],
             path,
@@ -76,6 +108,14 @@ def _begin(shadow: Shadow, route: str, scope: Scope) -> Tap | None:
             headers,
             content_length,
         )
+        if tap is not None and (
+            content_length == 0
+            or (content_length is None and not chunked and scope["method"] in _BODYLESS_METHODS)
+        ):
+            # A request without a body is complete on arrival: an app that never calls
+            # receive() (a GET handler) must not leave it unshadowed.
+            tap.body_complete()
+        return tap
     except Exception as exc:  # malformed scope: pass the request through untouched
         shadow.internal_error(exc)
         return None
@@ -130,26 +170,41 @@ class _Responder:
             return
         if kind == "http.response.start":
             encoding = ""
-            for name, value in message.get("headers", ()):
+            headers = message.get("headers", ())
+            if not isinstance(headers, list | tuple):
+                headers = message["headers"] = list(headers)  # a generator: see _begin
+            for name, value in headers:
                 if name.lower() == b"content-encoding":
                     encoding = value.decode("latin-1")
             self.tap.response_start(message.get("status", 0), encoding)
         await self.send(message)
 
 
-class _LifespanCloser:
-    """Wraps lifespan ``send``: closes an engine the middleware owns before shutdown completes."""
+class _LifespanShutdown:
+    """Wraps lifespan ``send``: before shutdown completes, finish the shadow work and flush
+    telemetry (uvicorn re-raises SIGTERM afterwards, so no atexit hook would run). An owned
+    engine is closed; a shared one is only flushed (its owner closes it)."""
 
-    __slots__ = ("send", "shadow")
+    __slots__ = ("owned", "send", "shadow")
 
-    def __init__(self, shadow: Shadow, send: Send) -> None:
+    def __init__(self, shadow: Shadow, owned: bool, send: Send) -> None:
         self.shadow = shadow
+        self.owned = owned
         self.send = send
 
     async def __call__(self, message: Message) -> None:
         if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            import anyio.to_thread  # any anyio backend: asyncio or trio
+
+            shadow = self.shadow
             try:
-                await asyncio.to_thread(self.shadow.close, self.shadow.config.drain_timeout)
+                work = shadow.close if self.owned else shadow.flush
+                await anyio.to_thread.run_sync(work, shadow.config.drain_timeout)
             except Exception as exc:
-                self.shadow.internal_error(exc)
+                shadow.internal_error(exc)
         await self.send(message)
+
+
+# Methods whose requests normally carry no body: without Content-Length or
+# Transfer-Encoding they have none (RFC 9112 §6.3).
+_BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})

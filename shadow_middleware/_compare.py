@@ -16,6 +16,10 @@ from ._config import Compare
 MAX_DIFF_PATHS = 20
 MAX_STRING_VALUE = 256
 
+# Bound at import: an app or a test that patches ``json.loads`` globally must not reach the
+# comparison on the background thread.
+_loads = json.loads
+
 MISSING: Any = object()  # what resolve() returns for an absent pointer
 AttrValue = str | bool | int | float
 
@@ -96,7 +100,7 @@ def try_json(body: bytes) -> tuple[bool, Any]:
     if not body:
         return False, None
     try:
-        return True, json.loads(body)
+        return True, _loads(body)
     except (ValueError, RecursionError):
         return False, None
 

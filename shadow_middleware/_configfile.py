@@ -21,10 +21,11 @@ Environment variables override the file:
 * ``SHADOW_TARGETS="a,b"`` declares targets by name; one not in the file is created from
   its ``SHADOW_TARGET_<NAME>_*`` variables and needs ``_URL`` or ``_BASE_URL``.
 
-Every error is a ``ValueError`` that names where the bad value came from (the file, or the
-variable) and its key path, then the constructor's own message when it is the one that
-refused the value: ``shadow.toml: targets[0].sample_rate: ShadowTarget.sample_rate: must
-be in [0, 1], got 1.5``.
+Every error names where the bad value came from (the file, or the variable) and its key
+path, then the constructor's own message when it is the one that refused the value:
+``shadow.toml: targets[0].sample_rate: ShadowTarget.sample_rate: must be in [0, 1], got 1.5``.
+Loading does not stop at the first error: every unknown key, unknown variable and bad value
+is collected, and one :class:`ConfigErrors` (a ``ValueError``) lists them, one per line.
 """
 
 from __future__ import annotations
@@ -38,12 +39,20 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-__all__ = ["ENV_PREFIX", "FOREIGN_ENV", "ConfigLoader"]
+__all__ = ["ENV_PREFIX", "FOREIGN_ENV", "ConfigErrors", "ConfigLoader"]
 
 ENV_PREFIX = "SHADOW_"
 #: ``SHADOW_*`` variables that are not options of this layer: they belong to other parts
 #: of the package and are left alone rather than reported as unknown.
-FOREIGN_ENV = frozenset({"SHADOW_CONFIG", "SHADOW_SPAN_FILE", "SHADOW_HTTP_CLIENT"})
+FOREIGN_ENV = frozenset({"SHADOW_CONFIG"})
+#: ``SHADOW_*`` variables people set expecting something the package does not do: an error
+#: that says what to do instead (rather than a bare "unknown variable").
+MISPLACED_ENV = {
+    "SHADOW_SPAN_FILE": (
+        "not read by shadow_middleware; the application writes spans: see the README section "
+        '"Writing the span file" (OpenTelemetry\'s FileSpanExporter)'
+    ),
+}
 _CONFIG_ENV = "SHADOW_CONFIG"
 _TARGETS_ENV = "SHADOW_TARGETS"
 _TARGET_ENV = "SHADOW_TARGET_"
@@ -158,9 +167,10 @@ class ConfigLoader(Generic[_C]):
     def load_toml(self, path: str | os.PathLike[str]) -> _C:
         """Read the TOML file ``path`` into a configuration.
 
-        Unknown keys, wrong types and values the constructors refuse raise ``ValueError``:
-        ``"<path>: <key path>: <what is wrong>"``. So do an unreadable file and a TOML
-        syntax error (with its line).
+        Unknown keys, wrong types and values the constructors refuse raise one
+        :class:`ConfigErrors` listing every one of them, one per line:
+        ``"<path>: <key path>: <what is wrong>"``. An unreadable file or a TOML syntax error
+        (with its line) is a ``ValueError`` on its own: nothing else can be checked then.
         """
         name = os.fspath(path)
         return self._build(_read_toml(name), _Where(name))
@@ -173,10 +183,27 @@ class ConfigLoader(Generic[_C]):
         ``[compare]`` keys one by one, its ``[[targets]]`` replace ``base``'s), then the
         ``SHADOW_*`` variables of ``environ``. Without ``SHADOW_CONFIG`` the configuration
         comes from ``base`` and the environment alone. Neither ``environ`` nor ``base`` is
-        modified. A bad value or an unknown variable raises ``ValueError`` naming the
-        variable (or the file, or ``base``, that the bad value comes from).
+        modified. Bad values and unknown variables raise one :class:`ConfigErrors` listing
+        each, naming the variable (or the file, or ``base``, that the bad value comes from).
         """
-        path = environ.get(_CONFIG_ENV) or None
+        return self.from_layers([("", environ)], base=base)
+
+    def from_layers(
+        self, layers: Sequence[tuple[str, Mapping[str, str]]], *, base: Mapping[str, Any] | None = None
+    ) -> _C:
+        """Like :meth:`from_env`, with several sets of ``SHADOW_*`` variables, each applied on
+        top of the ones before it (all of them on top of the file).
+
+        Parameters:
+            layers: ``(label, variables)`` pairs, lowest precedence first. The file is the one
+                the last layer with a non-empty ``SHADOW_CONFIG`` names. Errors about a layer's
+                variables start with ``"<label>: "`` when the label is not empty
+                (``("app.config", {...})``: ``app.config: SHADOW_MAX_QUEUE: ...``).
+            base: in-code defaults, under the file (as for :meth:`from_env`).
+        """
+        path = None
+        for _, variables in layers:
+            path = variables.get(_CONFIG_ENV) or path
         data: dict[str, Any] = dict(base or {})
         origins = {key: _BASE_SOURCE for key in data}
         source = _ENV_SOURCE
@@ -193,8 +220,10 @@ class ConfigLoader(Generic[_C]):
                 else:
                     data[key] = value
                 origins.pop(key, None)
-        merged, env_origins = self._apply_env(data, environ)
-        return self._build(merged, _Where(source, {**origins, **env_origins}))
+        where = _Where(source, origins)
+        for label, variables in layers:
+            data = self._apply_env(data, variables, where, f"{label}: " if label else "")
+        return self._build(data, where)
 
     def describe(self, config: _C) -> str:
         """``config`` as TOML, in the file's layout, every key included.
@@ -232,31 +261,104 @@ class ConfigLoader(Generic[_C]):
     # ----------------------------------------------------------------------- mapping -> objects
 
     def _build(self, data: Any, where: _Where) -> _C:
-        """The configuration ``data`` (the file's layout) describes."""
+        """The configuration ``data`` (the file's layout) describes; raises :class:`ConfigErrors`
+        with every error found in it (and the ones already in ``where``)."""
         if not isinstance(data, Mapping):
             raise ValueError(f"{where.source}: expected a table of options, got {_show(data)}")
-        kwargs = self._kwargs(data, "", self.config_params, where)
-        return _construct(self._config_cls, kwargs, "", where)
+        kwargs, failed = self._kwargs(data, "", self.config_params, where)
+        config: _C | None = None
+        try:
+            config = self._construct(self._config_cls, self.config_params, kwargs, failed, "", where)
+        except _Reported:
+            pass
+        if where.errors:
+            raise ConfigErrors(where.errors)
+        if config is None:  # pragma: no cover - _Reported always follows a recorded error
+            raise ValueError(f"{where.source}: invalid configuration")
+        return config
 
     def _kwargs(
         self, data: Mapping[Any, Any], path: str, params: Mapping[str, _Param], where: _Where
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], set[str]]:
+        """The constructor arguments ``data`` gives, and the names of those that are bad or
+        missing. Their errors are recorded in ``where``; a bad value is left out."""
         kwargs: dict[str, Any] = {}
+        failed = {name for name in params if _join(path, name) in where.reported}
         for key, value in data.items():
             key_path = _join(path, key)
             param = params.get(key) if isinstance(key, str) else None
             if param is None:
-                raise where.error(key_path, _unknown(str(key), params, "key"))
-            kwargs[key] = self._convert(value, param, key_path, where)
+                where.add(key_path, _unknown(str(key), params, "key"))
+                continue
+            try:
+                kwargs[key] = self._convert(value, param, key_path, where)
+            except _Reported as exc:
+                failed.add(key)
+                if exc.stand_in is not None:
+                    kwargs[key] = exc.stand_in
+            except ValueError as exc:
+                where.errors.append(str(exc))
+                failed.add(key)
         for name, param in params.items():
             if param.required and name not in kwargs:
-                hint = (
-                    " (add a [[targets]] table, or declare targets in SHADOW_TARGETS)"
-                    if name == "targets"
-                    else ""
-                )
-                raise where.error(_join(path, name), f"missing; it is required{hint}")
-        return kwargs
+                if name not in failed:
+                    hint = (
+                        " (add a [[targets]] table, or declare targets in SHADOW_TARGETS)"
+                        if name == "targets"
+                        else ""
+                    )
+                    where.add(_join(path, name), f"missing; it is required{hint}")
+                    failed.add(name)
+                if param.kind == "targets":
+                    kwargs[name] = []  # a stand-in, so that the other options are still checked
+        return kwargs, failed
+
+    def _construct(
+        self,
+        cls: type[_T],
+        params: Mapping[str, _Param],
+        kwargs: Mapping[str, Any],
+        failed: Set[str],
+        path: str,
+        where: _Where,
+    ) -> _T:
+        """``cls(**kwargs)``, recording the errors it raises with their key paths.
+
+        A constructor may report several fields at once (:class:`ConfigErrors`) or stop at the
+        first: while each error names an optional field, that field is left out and the call
+        repeated, so that every bad field is found. An error about a field in ``failed`` (its
+        value was already reported and left out) is a consequence and is not recorded again.
+        Returns the object, made of the good fields alone when some were bad (a stand-in for
+        checking the rest; ``where`` has the errors); raises :class:`_Reported` when no object
+        can be made.
+        """
+        if any(p.required and name not in kwargs for name, p in params.items()):
+            raise _Reported()
+        args = dict(kwargs)
+        skip = set(failed)
+        while True:
+            try:
+                return cls(**args)
+            except ValueError as exc:
+                lines = exc.errors if isinstance(exc, ConfigErrors) else (str(exc),)
+                retry: list[str] = []
+                final = False
+                for line in lines:
+                    # "ShadowTarget.sample_rate: ..." at targets[0] is about targets[0].sample_rate.
+                    m = _FIELD_IN_MESSAGE.match(line)
+                    field = m[2] if m is not None and m[1] == cls.__name__ else None
+                    if field is not None and field in skip:
+                        continue
+                    where.add(path if m is None or field is None else _join(path, field) + m[3], line)
+                    if field is None or field not in args or params[field].required:
+                        final = True
+                    else:
+                        retry.append(field)
+                if final or not retry:
+                    raise _Reported() from exc
+                for field in retry:
+                    args.pop(field, None)
+                    skip.add(field)
 
     def _convert(self, value: Any, param: _Param, path: str, where: _Where) -> Any:
         """Check the type of one value (the constructors check its range)."""
@@ -268,8 +370,8 @@ class ConfigLoader(Generic[_C]):
         if kind == "compare":
             if not isinstance(value, Mapping):
                 raise where.error(path, f"expected a table ([compare]), got {_show(value)}")
-            kwargs = self._kwargs(value, path, self.compare_params, where)
-            return _construct(self._compare_cls, kwargs, path, where)
+            kwargs, failed = self._kwargs(value, path, self.compare_params, where)
+            return self._construct(self._compare_cls, self.compare_params, kwargs, failed, path, where)
         if kind == "headers":
             return _string_table(value, path, where, "a table of header names to values")
         if kind == "fields":
@@ -301,30 +403,42 @@ class ConfigLoader(Generic[_C]):
         if isinstance(value, str | bytes) or not isinstance(value, Sequence):
             raise where.error(path, f"expected an array of tables ([[targets]]), got {_show(value)}")
         out: list[Any] = []
+        incomplete = False
         for i, item in enumerate(value):
             item_path = f"{path}[{i}]"
             if not isinstance(item, Mapping):
-                raise where.error(item_path, f"expected a table, got {_show(item)}")
-            kwargs = self._kwargs(item, item_path, self.target_params, where)
-            out.append(_construct(self._target_cls, kwargs, item_path, where))
+                where.add(item_path, f"expected a table, got {_show(item)}")
+                incomplete = True
+                continue
+            kwargs, failed = self._kwargs(item, item_path, self.target_params, where)
+            try:
+                out.append(
+                    self._construct(self._target_cls, self.target_params, kwargs, failed, item_path, where)
+                )
+            except _Reported:
+                incomplete = True
+        if incomplete:
+            # The targets that could be made stand in, so the other options are still checked.
+            raise _Reported(out)
         return out
 
     # ----------------------------------------------------------------------- environment
 
     def _apply_env(
-        self, data: Mapping[str, Any], environ: Mapping[str, str]
-    ) -> tuple[dict[str, Any], dict[str, str]]:
-        """``data`` (the file's layout) with the ``SHADOW_*`` overrides of ``environ`` applied,
-        and which key paths of the result came from which variable.
+        self, data: Mapping[str, Any], environ: Mapping[str, str], where: _Where, prefix: str = ""
+    ) -> dict[str, Any]:
+        """``data`` (the file's layout) with the ``SHADOW_*`` overrides of ``environ`` applied.
 
         ``data`` is not modified. Options replace the file's, ``[compare]`` keys one by one,
         targets are matched by name (a ``_URL`` replaces the file's ``base_url`` and the other
         way round; headers are matched case-insensitively), and targets declared in
-        ``SHADOW_TARGETS`` that the file does not have are appended.
+        ``SHADOW_TARGETS`` that the file does not have are appended. Which variable set which
+        key path goes to ``where.origins``; errors go to ``where.errors`` (a bad variable is
+        left out), each starting with ``prefix``.
         """
-        overrides, env_origins = self._parse_env(environ, _known_targets(data))
+        overrides, env_origins = self._parse_env(environ, _known_targets(data), where, prefix)
         merged = dict(data)
-        origins: dict[str, str] = {}
+        origins = where.origins
         for key, value in overrides.items():
             if key == "compare":
                 current = merged.get("compare")
@@ -333,75 +447,102 @@ class ConfigLoader(Generic[_C]):
                     for k in value:
                         origins[f"compare.{k}"] = env_origins[("compare", k)]
             elif key == "targets":
-                _merge_targets(merged, value, env_origins, origins)
+                _merge_targets(merged, value, env_origins, where, prefix)
             else:
                 merged[key] = value
                 origins[key] = env_origins[(key,)]
-        return merged, origins
+        return merged
 
-    def _parse_env(self, environ: Mapping[str, str], known: Sequence[str]) -> tuple[dict[str, Any], _Origins]:
+    def _parse_env(
+        self, environ: Mapping[str, str], known: Sequence[str], where: _Where, prefix: str = ""
+    ) -> tuple[dict[str, Any], _Origins]:
         """The options the ``SHADOW_*`` variables of ``environ`` set, in the file's layout,
-        and which variable set each.
+        and which variable set each (``prefix`` + its name).
 
         ``known`` are the names of targets already configured (in a file), which
         ``SHADOW_TARGET_<NAME>_*`` variables may address; ``SHADOW_TARGETS`` declares more.
         The overrides hold only what the environment sets, e.g. ``{"max_queue": 50,
         "compare": {"abs_tol": 0.01}, "targets": [{"name": "churn-v2", "sample_rate": 0.1}]}``;
         an empty value of an optional option is ``None`` (unset). A bad value or an unknown
-        variable raises ``ValueError`` naming the variable.
+        variable is recorded in ``where.errors`` (``prefix``, then a message naming the
+        variable) and left out.
         """
+        errors = where.errors
         overrides: dict[str, Any] = {}
         origins: _Origins = {}
         declared: list[str] = []
         if _TARGETS_ENV in environ:
-            declared = [n.strip() for n in environ[_TARGETS_ENV].split(",") if n.strip()]
-            for name in declared:
-                if declared.count(name) > 1:
-                    raise ValueError(f"{_TARGETS_ENV}: target {name!r} is declared twice")
+            for name in (n.strip() for n in environ[_TARGETS_ENV].split(",")):
+                if name and name in declared:
+                    if declared.count(name) == 1:
+                        errors.append(f"{prefix}{_TARGETS_ENV}: target {name!r} is declared twice")
+                elif name:
+                    declared.append(name)
         names = list(dict.fromkeys([*known, *declared]))
         by_env: dict[str, list[str]] = {}
         for name in names:
             by_env.setdefault(_env_name(name), []).append(name)
         targets: dict[str, dict[str, Any]] = {name: {"name": name} for name in declared}
         for name in declared:
-            origins[("targets", name)] = _TARGETS_ENV
+            origins[("targets", name)] = prefix + _TARGETS_ENV
 
         for var in sorted(environ):
             if not var.startswith(ENV_PREFIX) or var in FOREIGN_ENV or var == _TARGETS_ENV:
                 continue
-            text = environ[var]
-            if var in self._scalar_vars:
-                param = self._scalar_vars[var]
-                overrides[param.name] = _parse_env_value(var, param, text)
-                origins[(param.name,)] = var
-            elif var in self._compare_vars:
-                param = self._compare_vars[var]
-                overrides.setdefault("compare", {})[param.name] = _parse_env_value(var, param, text)
-                origins[("compare", param.name)] = var
-            elif var.startswith(_TARGET_ENV):
-                name, key = self._split_target_var(var, by_env)
-                table = targets.setdefault(name, {"name": name})
-                if key.startswith(_HEADER):
-                    header = key[len(_HEADER) :].replace("_", "-").lower()
-                    if not header:
-                        raise ValueError(f"{var}: no header name after {_HEADER}")
-                    table.setdefault("headers", {})[header] = text.strip()
-                    origins[("targets", name, "headers", header)] = var
-                else:
-                    param = self._target_keys[key]
-                    table[param.name] = _parse_env_value(var, param, text)
-                    origins[("targets", name, param.name)] = var
-            else:
-                choices = [*self._scalar_vars, *self._compare_vars, _TARGETS_ENV, *sorted(FOREIGN_ENV)]
-                choices += [f"{_TARGET_ENV}{upper}_{key}" for upper in by_env for key in self._target_keys]
-                match = _suggest_var(var, choices)
-                hint = f" (did you mean {match!r}?)" if match else ""
-                raise ValueError(f"{var}: unknown variable{hint}")
+            try:
+                self._parse_var(var, environ[var], overrides, origins, targets, by_env, prefix)
+            except ValueError as exc:
+                errors.append(f"{prefix}{exc}")
+                if not by_env and var.startswith(_TARGET_ENV):
+                    where.reported.add("targets")  # the error says no target is configured
         if targets:
             # Known targets first, in their order, then the newly declared ones.
             order = {name: i for i, name in enumerate(names)}
             overrides["targets"] = sorted(targets.values(), key=lambda t: order[t["name"]])
         return overrides, origins
+
+    def _parse_var(
+        self,
+        var: str,
+        text: str,
+        overrides: dict[str, Any],
+        origins: _Origins,
+        targets: dict[str, dict[str, Any]],
+        by_env: Mapping[str, list[str]],
+        prefix: str,
+    ) -> None:
+        """Apply the variable ``var`` to ``overrides`` (and ``targets``); raises ``ValueError``
+        naming it when it is unknown or its value bad."""
+        if var in self._scalar_vars:
+            param = self._scalar_vars[var]
+            overrides[param.name] = _parse_env_value(var, param, text)
+            origins[(param.name,)] = prefix + var
+        elif var in self._compare_vars:
+            param = self._compare_vars[var]
+            value = _parse_env_value(var, param, text)
+            overrides.setdefault("compare", {})[param.name] = value
+            origins[("compare", param.name)] = prefix + var
+        elif var in MISPLACED_ENV:
+            raise ValueError(f"{var}: {MISPLACED_ENV[var]}")
+        elif var.startswith(_TARGET_ENV):
+            name, key = self._split_target_var(var, by_env)
+            if key.startswith(_HEADER):
+                header = key[len(_HEADER) :].replace("_", "-").lower()
+                if not header:
+                    raise ValueError(f"{var}: no header name after {_HEADER}")
+                targets.setdefault(name, {"name": name}).setdefault("headers", {})[header] = text.strip()
+                origins[("targets", name, "headers", header)] = prefix + var
+            else:
+                param = self._target_keys[key]
+                value = _parse_env_value(var, param, text)
+                targets.setdefault(name, {"name": name})[param.name] = value
+                origins[("targets", name, param.name)] = prefix + var
+        else:
+            choices = [*self._scalar_vars, *self._compare_vars, _TARGETS_ENV, *sorted(FOREIGN_ENV)]
+            choices += [f"{_TARGET_ENV}{upper}_{key}" for upper in by_env for key in self._target_keys]
+            match = _suggest_var(var, choices)
+            hint = f" (did you mean {match!r}?)" if match else ""
+            raise ValueError(f"{var}: unknown variable{hint}")
 
     def _split_target_var(self, var: str, by_env: Mapping[str, list[str]]) -> tuple[str, str]:
         """``SHADOW_TARGET_CHURN_V2_SAMPLE_RATE`` -> (``churn-v2``, ``SAMPLE_RATE``)."""
@@ -464,12 +605,48 @@ def _parent(path: str) -> str:
     return re.sub(r"(\[\d+\]|\.[^.\[]*|^[^.\[]*)$", "", path, count=1)
 
 
+class ConfigErrors(ValueError):
+    """Every error found in one configuration, one per line.
+
+    Parameters:
+        errors: the messages, each naming its source and field, first found first.
+
+    ``str()`` joins them with newlines: the first line is the first error, and a single
+    error reads exactly as a plain ``ValueError`` with that message. ``errors`` keeps them.
+    """
+
+    def __init__(self, errors: Iterable[str]) -> None:
+        self.errors = tuple(errors)
+        super().__init__("\n".join(self.errors))
+
+    def __reduce__(self) -> tuple[type[ConfigErrors], tuple[tuple[str, ...]]]:
+        return type(self), (self.errors,)
+
+
+class _Reported(Exception):
+    """A value whose errors are already recorded; ``stand_in``, when not None, is what can
+    be used in its place to go on checking the rest (the targets that could be made)."""
+
+    def __init__(self, stand_in: Any = None) -> None:
+        super().__init__()
+        self.stand_in = stand_in
+
+
 class _Where:
-    """Turns a key path into an error message naming where the value came from."""
+    """Turns a key path into an error message naming where the value came from, and collects
+    the errors of one configuration.
+
+    Parameters:
+        source: what a key path comes from unless ``origins`` says otherwise (the file).
+        origins: key path -> the variable (or ``base``) its value comes from.
+    """
 
     def __init__(self, source: str, origins: Mapping[str, str] | None = None) -> None:
         self.source = source
         self.origins = dict(origins or {})
+        self.errors: list[str] = []
+        #: Key paths whose errors are recorded already (a consequence is not reported again).
+        self.reported: set[str] = set()
 
     def label(self, path: str) -> str:
         while path:
@@ -481,6 +658,10 @@ class _Where:
     def error(self, path: str, message: str) -> ValueError:
         where = self.label(path)
         return ValueError(f"{where}: {path}: {message}" if path else f"{where}: {message}")
+
+    def add(self, path: str, message: str) -> None:
+        """Record an error about ``path``."""
+        self.errors.append(str(self.error(path, message)))
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str | None:
@@ -537,18 +718,6 @@ def _string_table(value: Any, path: str, where: _Where, want: str) -> dict[str, 
 
 
 _FIELD_IN_MESSAGE = re.compile(r"^(\w+)\.(\w+)((?:\[\d+\])*):")
-
-
-def _construct(cls: type[_T], kwargs: dict[str, Any], path: str, where: _Where) -> _T:
-    try:
-        return cls(**kwargs)
-    except ValueError as exc:
-        message = str(exc)
-        # "ShadowTarget.sample_rate: ..." at targets[0] is about targets[0].sample_rate.
-        m = _FIELD_IN_MESSAGE.match(message)
-        if m and m[1] == cls.__name__:
-            path = _join(path, m[2]) + m[3]
-        raise where.error(path, message) from exc
 
 
 # --------------------------------------------------------------------------- TOML file
@@ -622,7 +791,7 @@ def _known_targets(data: Mapping[str, Any]) -> list[str]:
 
 
 def _merge_targets(
-    merged: dict[str, Any], overrides: list[dict[str, Any]], env_origins: _Origins, origins: dict[str, str]
+    merged: dict[str, Any], overrides: list[dict[str, Any]], env_origins: _Origins, where: _Where, prefix: str
 ) -> None:
     current = merged.get("targets")
     if current is None:
@@ -630,6 +799,7 @@ def _merge_targets(
     elif isinstance(current, str | bytes) or not isinstance(current, Sequence):
         return  # not a list of tables: building reports the file's error
     tables = list(current)
+    origins = where.origins
     for override in overrides:
         name = override["name"]
         index = next(
@@ -639,7 +809,11 @@ def _merge_targets(
         if index is None:
             if "url" not in override and "base_url" not in override:
                 var = f"{_TARGET_ENV}{_env_name(name)}"
-                raise ValueError(f"{_TARGETS_ENV}: target {name!r} needs {var}_URL or {var}_BASE_URL")
+                where.errors.append(
+                    f"{prefix}{_TARGETS_ENV}: target {name!r} needs {var}_URL or {var}_BASE_URL"
+                )
+                where.reported.add("targets")  # left out: "targets: missing" would repeat this
+                continue
             tables.append(dict(override))
             index = len(tables) - 1
             origins[f"targets[{index}]"] = env_origins[("targets", name)]

@@ -1,9 +1,8 @@
-"""The background dispatcher: one daemon thread running its own asyncio loop.
+"""The background dispatcher: an engine's shadow calls, on the process's background loop.
 
-Why a thread of its own rather than the app's loop: WSGI apps have no loop, and an
-ASGI app's loop may be short-lived (a test client runs each request in a fresh
-loop). Requests hand work over through a lock-protected inbox; the loop is woken
-once per batch, not once per item, so a burst costs one self-pipe write.
+Requests hand work over through a lock-protected inbox; the loop (``_loop``, one thread
+per process) is woken once per batch, not once per item, so a burst costs one
+self-pipe write.
 
 Admission (the bounds) is decided in the caller's thread, under the same lock, so
 a full queue is refused immediately without touching the loop.
@@ -12,8 +11,8 @@ a full queue is refused immediately without touching the loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
-import sys
 import threading
 import time
 from collections import deque
@@ -23,9 +22,12 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._circuit import Admission, CircuitBreaker
-from ._http import CandidateResponse
+from ._http import CandidateResponse, candidate_fault
+from ._loop import background_loop, on_background_thread
 from ._outcomes import Reason
 from ._wire import ShadowURL
+
+logger = logging.getLogger("shadow_middleware")
 
 if TYPE_CHECKING:
     from ._config import ShadowTarget
@@ -54,6 +56,7 @@ class Job:
         "finished",
         "headers",
         "method",
+        "ours",
         "primary",
         "probe",
         "seq",
@@ -85,6 +88,7 @@ class Job:
         self.candidate: CandidateResponse | None = None
         self.candidate_ms: float | None = None
         self.error: str | None = None  # "timeout", an exception class name, "shutdown"
+        self.ours = False  # the error is ours (a refused request, a bug), not the candidate's
         self.primary: Primary | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.finished = False
@@ -171,10 +175,9 @@ class Dispatcher:
         self._closed = False
         self._open: set[Job] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._client = client()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="shadow-dispatcher", daemon=True)
-        self._thread.start()
+        self._loop = background_loop()
+        # Built on the loop's thread: a client may bind to the running loop.
+        self._client: HTTPClient = asyncio.run_coroutine_threadsafe(_build(client), self._loop).result()
 
     # ---- called from request threads ---------------------------------------------
 
@@ -237,14 +240,6 @@ class Dispatcher:
 
     # ---- the loop thread ---------------------------------------------------------
 
-    def _run(self) -> None:
-        _name_native_thread(b"shadow-dispatch")
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_forever()
-        finally:
-            self._loop.close()
-
     def _drain(self) -> None:
         with self._lock:
             items = self._inbox
@@ -286,6 +281,7 @@ class Dispatcher:
             job.error = "timeout"
         except Exception as exc:
             job.error = type(exc).__name__
+            job.ours = not candidate_fault(exc)
         finally:
             job.candidate_ms = (time.perf_counter() - started) * 1000.0
             self._release(job.state)
@@ -309,13 +305,20 @@ class Dispatcher:
         self._start(nxt)
 
     def _record_health(self, job: Job) -> None:
-        """Feed the circuit breaker: no answer or a 5xx is a failure, any other answer a success."""
-        if job.error == Reason.SHUTDOWN:
+        """Feed the circuit breaker: no answer or a 5xx is a failure, any other answer a
+        success. Our own errors (``job.ours``) and shutdown say nothing about the candidate."""
+        if job.error == Reason.SHUTDOWN or job.ours:
             failed: bool | None = None
         else:
             failed = job.error is not None or job.candidate is None or job.candidate.status >= 500
+        error = ""
+        if failed:
+            candidate = job.candidate
+            error = job.error or (f"HTTP {candidate.status}" if candidate is not None else "no answer")
         with self._lock:
-            job.state.breaker.record(failed, job.probe)
+            line = job.state.breaker.record(failed, job.probe, error)
+        if line is not None:
+            logger.warning("%s", line)
 
     def _primary_gave_up(self, job: Job) -> None:
         with self._lock:
@@ -339,13 +342,13 @@ class Dispatcher:
     # ---- shutdown ----------------------------------------------------------------
 
     def close(self, timeout: float) -> None:
-        """Cancel whatever is still open, close the client and stop the thread."""
+        """Cancel whatever is still open and close the client (the shared loop runs on)."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        if not self._thread.is_alive():
-            return
+        if on_background_thread():
+            return  # cannot wait for the loop from the loop itself
         done = threading.Event()
 
         async def shutdown() -> None:
@@ -368,25 +371,13 @@ class Dispatcher:
                 await self._client.close()
             finally:
                 done.set()
-                self._loop.stop()
 
         try:
             asyncio.run_coroutine_threadsafe(shutdown(), self._loop)
         except RuntimeError:
             return
         done.wait(timeout + 2.0)
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=2.0)
 
 
-def _name_native_thread(name: bytes) -> None:
-    """Name the OS thread (Linux), so ``top -H`` and /proc show the dispatcher for what it is."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(15, ctypes.c_char_p(name[:15]), 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):
-        pass
+async def _build(factory: Callable[[], HTTPClient]) -> HTTPClient:
+    return factory()

@@ -12,6 +12,7 @@ import atexit
 import os
 import random
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -21,9 +22,9 @@ from ._outcomes import OUTCOMES, Reason
 from ._pipeline import Pipeline
 from ._tap import Tap, header_value
 from ._telemetry import Telemetry
-from ._wire import MARKER, sample_point
+from ._wire import MARKER, sample_point, valid_method, valid_origin_form
 
-__all__ = ["Shadow"]
+__all__ = ["Shadow", "kill_switch_set"]
 
 
 class Shadow:
@@ -50,7 +51,7 @@ class Shadow:
         self._telemetry = Telemetry(tracer_provider, meter_provider, link=config.span_placement == "link")
         self._routes = RouteTable(config.compiled_routes)
         # The kill switch wins over any configuration given in code.
-        self._enabled = config.enabled and not _killed(os.environ.get("SHADOW_ENABLED"))
+        self._enabled = config.enabled and not kill_switch_set()
         self._closed = False
         self._close_lock = threading.Lock()
         self._rates = {t.name: t.sample_rate for t in config.targets}
@@ -65,13 +66,12 @@ class Shadow:
                 engine._close_lock = threading.Lock()
                 engine._pipeline = Pipeline(engine.config, engine._telemetry, engine._rates)
 
-        def at_exit() -> None:
-            engine = ref()
-            if engine is not None:
-                engine.close(engine.config.drain_timeout)
-
         os.register_at_fork(after_in_child=after_fork)
-        atexit.register(at_exit)
+        _live.add(self)
+        # atexit runs hooks last-registered-first: (re-)register ours now, so that it runs
+        # before the exit hook of an SDK provider the app set up before this engine.
+        atexit.unregister(_close_all_at_exit)
+        atexit.register(_close_all_at_exit)
 
     # ---- public API --------------------------------------------------------------
 
@@ -110,7 +110,9 @@ class Shadow:
         return self._enabled and not self._closed
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every shadow job accepted so far has finished and its span ended.
+        """Wait until every shadow job accepted so far has finished and its span ended,
+        then force-flush the tracer and meter providers (the ones given, else the global
+        ones), so the results have left the process.
 
         Returns False if that did not happen within ``timeout`` seconds. Callable from
         any thread except the dispatcher's own.
@@ -118,10 +120,12 @@ class Shadow:
         pipeline = self._pipeline
         if pipeline.pid != os.getpid():
             return True
-        return pipeline.flush(timeout)
+        deadline = time.monotonic() + timeout
+        done = pipeline.flush(timeout)
+        return self._telemetry.force_flush(deadline - time.monotonic()) and done
 
     def close(self, timeout: float = 5.0) -> None:
-        """Flush, then stop the background machinery. Idempotent.
+        """Flush, then stop the background machinery and flush the providers. Idempotent.
 
         Jobs still running after ``timeout`` are cancelled and counted as ``dropped``
         (reason ``shutdown``). Afterwards requests pass through unshadowed.
@@ -132,12 +136,18 @@ class Shadow:
             self._closed = True
         pipeline = self._pipeline
         if pipeline.pid == os.getpid():
+            deadline = time.monotonic() + timeout
             pipeline.close(timeout)
+            # At least a moment for the exporters, even when draining used the whole budget.
+            self._telemetry.force_flush(max(deadline - time.monotonic(), 0.5))
 
     # ---- adapter API ---------------------------------------------------------------
 
     def match(self, method: str, path: str) -> str | None:
-        """The route pattern ``(method, path)`` falls under, if shadowing applies."""
+        """The route pattern ``(method, path)`` falls under, if shadowing applies.
+
+        A path that does not start with ``/`` (h11 and some adapters let one through) is
+        never on a route (``RouteTable.match``): it is never shadowed."""
         if not self._enabled or self._closed:
             return None
         return self._routes.match(method, path)
@@ -155,8 +165,15 @@ class Shadow:
 
         ``path`` is the percent-encoded request path and ``headers`` are
         ``(lower-case name, value)`` pairs. Never raises.
+
+        A request whose method is not an RFC 9110 token or whose path and query are not a
+        valid origin-form target (``/`` first; no space, control character or non-Latin-1
+        text) is not shadowed: refused here, before any target is chosen, so it is not an
+        eligible request and is not counted.
         """
         try:
+            if not valid_method(method) or not valid_origin_form(path, query):
+                return None
             for name, _ in headers:
                 if name == MARKER:
                     return None  # a shadow request itself: never shadow it again
@@ -197,5 +214,20 @@ class Shadow:
         self._pipeline.error(exc)
 
 
-def _killed(value: str | None) -> bool:
+# Every engine of this process, closed together at exit within one drain_timeout in total.
+_live: weakref.WeakSet[Shadow] = weakref.WeakSet()
+
+
+def _close_all_at_exit() -> None:
+    engines = list(_live)
+    if not engines:
+        return
+    deadline = time.monotonic() + max(e.config.drain_timeout for e in engines)
+    for engine in engines:
+        engine.close(max(deadline - time.monotonic(), 0.0))
+
+
+def kill_switch_set() -> bool:
+    """``SHADOW_ENABLED`` says off (``0``, ``false``, ``no``, ``off``)."""
+    value = os.environ.get("SHADOW_ENABLED")
     return value is not None and value.strip().lower() in ("0", "false", "no", "off")

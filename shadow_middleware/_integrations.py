@@ -7,11 +7,13 @@ Neither imports its framework: the Flask extension only wraps ``app.wsgi_app`` a
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from ._config import ShadowConfig
-from ._engine import Shadow
+from ._config import ShadowConfig, _loader
+from ._configfile import ENV_PREFIX
+from ._engine import Shadow, kill_switch_set
 from ._wsgi import ShadowWSGIMiddleware
 
 __all__ = ["ShadowFlask", "ShadowStatsApp"]
@@ -24,13 +26,24 @@ class ShadowFlask:
 
     Parameters:
         app: a Flask app to set up now (optional: use :meth:`init_app` later, per app).
-        config: a :class:`ShadowConfig`; when omitted, ``app.config`` is read:
-            ``SHADOW_CONFIG`` (a ``ShadowConfig`` or the path of a TOML file) and any
-            ``SHADOW_*`` keys, with the same names and meaning as the environment variables.
+        config: a :class:`ShadowConfig`, used as is. When omitted, the configuration is read
+            as :meth:`ShadowConfig.from_env` reads it, with ``app.config`` as one more layer.
+            Each layer overrides the one before, key by key:
+
+            1. the TOML file ``SHADOW_CONFIG`` names (the process environment's when set,
+               else ``app.config``'s; there it may also be a ``ShadowConfig``, used as is);
+            2. ``app.config``'s ``SHADOW_*`` keys, with the environment variables' names
+               and meaning (values may be Python values: ``9``, ``False``, a list);
+            3. the process environment's ``SHADOW_*`` variables.
+
+            An unknown ``SHADOW_*`` key or variable, or a bad value, is an error naming it,
+            as in ``from_env`` (for ``app.config`` keys the message starts ``app.config:``).
         tracer_provider: OpenTelemetry ``TracerProvider`` (else the global one).
         meter_provider: OpenTelemetry ``MeterProvider`` (else the global one).
 
-    The engine is stored in ``app.extensions["shadow_middleware"]``.
+    The engine is stored in ``app.extensions["shadow_middleware"]``. ``SHADOW_ENABLED=0``
+    in the process environment always wins: without ``config``, nothing is read, the app
+    is left as it is, and the stored engine is ``None``.
     """
 
     def __init__(
@@ -47,7 +60,11 @@ class ShadowFlask:
         if app is not None:
             self.init_app(app)
 
-    def init_app(self, app: Any) -> Shadow:
+    def init_app(self, app: Any) -> Shadow | None:
+        """Wrap ``app.wsgi_app`` in the middleware; returns the engine (None: kill switch)."""
+        if self._config is None and kill_switch_set():
+            app.extensions[EXTENSION_KEY] = None
+            return None
         config = self._config if self._config is not None else config_from_flask(app.config)
         shadow = Shadow(config, tracer_provider=self._tracer_provider, meter_provider=self._meter_provider)
         app.wsgi_app = ShadowWSGIMiddleware(app.wsgi_app, shadow=shadow)
@@ -55,30 +72,50 @@ class ShadowFlask:
         return shadow
 
     @staticmethod
-    def shadow(app: Any) -> Shadow:
-        """The engine ``init_app`` installed on ``app``."""
-        engine: Shadow = app.extensions[EXTENSION_KEY]
+    def shadow(app: Any) -> Shadow | None:
+        """The engine ``init_app`` installed on ``app`` (None: the kill switch was set)."""
+        engine: Shadow | None = app.extensions[EXTENSION_KEY]
         return engine
 
 
-def config_from_flask(values: Mapping[str, Any]) -> ShadowConfig:
+#: How errors about ``app.config`` keys start.
+APP_CONFIG_LABEL = "app.config"
+
+
+def config_from_flask(values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> ShadowConfig:
+    """The configuration ``values`` (a Flask ``app.config``) and ``environ`` describe.
+
+    Parameters:
+        values: ``SHADOW_CONFIG`` (a ``ShadowConfig``, returned as is, or a TOML path) and
+            ``SHADOW_*`` keys named and meant as the environment variables; other keys are
+            not read.
+        environ: the process environment (``os.environ`` when None); its ``SHADOW_*``
+            variables override ``values``, which override the file.
+    """
     given = values.get("SHADOW_CONFIG")
     if isinstance(given, ShadowConfig):
         return given
-    env: dict[str, str] = {}
-    for key, value in values.items():
-        if key.startswith("SHADOW_") and key != "SHADOW_CONFIG":
-            env[key] = _as_env(value)
-    if given is not None:
-        env["SHADOW_CONFIG"] = str(given)
-        if not env.keys() - {"SHADOW_CONFIG"}:
-            return ShadowConfig.from_toml(str(given))
-    return ShadowConfig.from_env(env)
+    from_app = {
+        key: _as_env(value)
+        for key, value in values.items()
+        if isinstance(key, str)
+        and key.startswith(ENV_PREFIX)
+        and not (key == "SHADOW_CONFIG" and value is None)
+    }
+    layers = [(APP_CONFIG_LABEL, from_app), ("", os.environ if environ is None else environ)]
+    return _loader().from_layers(layers)
 
 
 def _as_env(value: Any) -> str:
+    """An ``app.config`` value as the text of the environment variable of the same name."""
+    if value is None:
+        return ""  # unsets an optional option, as an empty variable does
     if isinstance(value, bool):
         return "1" if value else "0"
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)  # type: ignore[no-any-return]
+    if isinstance(value, Mapping):  # SHADOW_COMPARE_FIELDS = {primary: candidate}
+        return ",".join(f"{k}={v}" for k, v in value.items())
     if isinstance(value, list | tuple | set | frozenset):
         return ",".join(str(v) for v in value)
     return str(value)

@@ -14,7 +14,7 @@ from ._outcomes import Outcome, Reason
 from ._result import Result
 from ._wire import ShadowURL
 
-__all__ = ["early_result", "judge", "unjudged_result"]
+__all__ = ["early_result", "judge", "server_duration_ms", "unjudged_result"]
 
 
 def _result(target: ShadowTarget, route: str, method: str, url: ShadowURL) -> Result:
@@ -52,6 +52,7 @@ def judge(job: Job, config: ShadowConfig) -> Result:
         r.candidate_status = candidate.status
         r.candidate_ms = job.candidate_ms
         r.candidate_truncated = candidate.truncated
+        r.candidate_server_ms = server_duration_ms(candidate.server_timing)
     if job.error == Reason.SHUTDOWN:
         r.outcome, r.reason = Outcome.DROPPED, Reason.SHUTDOWN
     elif job.error == "timeout":
@@ -74,4 +75,34 @@ def judge(job: Job, config: ShadowConfig) -> Result:
         r.values = diff.values
         same = diff.count == 0 and candidate.status == primary.status
         r.outcome = Outcome.MATCH if same else Outcome.MISMATCH
+        if diff.candidate_unparseable:
+            r.reason = Reason.CANDIDATE_NOT_JSON  # an HTML error page, say: worth telling apart
     return r
+
+
+def server_duration_ms(header: str) -> float | None:
+    """The candidate's own time from a ``Server-Timing`` header (W3C Server Timing): the
+    ``total`` metric's ``dur``, else ``app``'s, else the first metric that has a ``dur``.
+    Anything unparsable is ignored (the header is the candidate's, hence hostile)."""
+    if not header:
+        return None
+    durations: dict[str, float] = {}
+    first: float | None = None
+    for metric in header.split(","):
+        name, *params = (part.strip() for part in metric.split(";"))
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() != "dur":
+                continue
+            try:
+                dur = float(value.strip().strip('"'))
+            except ValueError:
+                break
+            if dur >= 0 and dur == dur and dur != float("inf"):
+                durations.setdefault(name.lower(), dur)
+                first = dur if first is None else first
+            break
+    for preferred in ("total", "app"):
+        if preferred in durations:
+            return durations[preferred]
+    return first

@@ -26,7 +26,8 @@ OUTCOMES: tuple[str, ...] = tuple(o.value for o in Outcome)
 
 
 class Reason(StrEnum):
-    """Why an exchange was ``dropped`` or ``skipped`` (``shadow.reason``)."""
+    """Why an exchange was ``dropped`` or ``skipped``, or what kind of ``mismatch`` it is
+    (``shadow.reason``)."""
 
     # dropped
     QUEUE_FULL = "queue_full"
@@ -40,3 +41,5 @@ class Reason(StrEnum):
     PRIMARY_TIMEOUT = "primary_timeout"
     NO_RESPONSE = "no_response"
     INTERNAL_ERROR = "internal_error"
+    # mismatch
+    CANDIDATE_NOT_JSON = "candidate_not_json"  # the primary answered JSON, the candidate did not

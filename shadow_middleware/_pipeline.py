@@ -54,7 +54,7 @@ class Pipeline:
         self._cond = threading.Condition(self._lock)
         self.states = {
             t.name: TargetState(
-                t, rates[t.name], CircuitBreaker(config.circuit_failures, config.circuit_cooldown)
+                t, rates[t.name], CircuitBreaker(config.circuit_failures, config.circuit_cooldown, t.name)
             )
             for t in config.targets
         }

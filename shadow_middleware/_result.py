@@ -21,6 +21,7 @@ class Result:
     candidate_status: int | None = None
     primary_ms: float | None = None
     candidate_ms: float | None = None
+    candidate_server_ms: float | None = None  # the candidate's own time (Server-Timing)
     diff_count: int | None = None
     diff_paths: list[str] = field(default_factory=list)
     values: list[tuple[str, AttrValue | None, AttrValue | None]] = field(default_factory=list)

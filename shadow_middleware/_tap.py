@@ -26,6 +26,8 @@ from ._wire import forwarded_headers, sample_point, shadow_url
 
 __all__ = ["Owner", "Tap", "header_value"]
 
+_dumps = json.dumps  # bound at import, like _compare's json.loads
+
 
 class Owner(Protocol):
     """The engine, as a tap sees it."""
@@ -188,7 +190,7 @@ class Tap:
             if found is MISSING or found is None:
                 return None
             if isinstance(found, dict | list):
-                return json.dumps(found, sort_keys=True)[:256]
+                return _dumps(found, sort_keys=True)[:256]
             if isinstance(found, bool):
                 return "true" if found else "false"
             return str(found)[:256]

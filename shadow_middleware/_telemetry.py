@@ -28,6 +28,8 @@ class Telemetry:
 
     def __init__(self, tracer_provider: Any = None, meter_provider: Any = None, link: bool = False) -> None:
         self._link = link
+        self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
         self._tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
         meter = metrics.get_meter(SCOPE, __version__, meter_provider=meter_provider)
         self._requests = meter.create_counter(
@@ -43,6 +45,26 @@ class Telemetry:
         # Two measurements per exchange, no more: each costs ~10 us in the SDK. The primary
         # latency and diff counts are on the spans.
         self._metric_attrs: dict[tuple[str, str, str], dict[str, str]] = {}
+
+    def force_flush(self, timeout: float) -> bool:
+        """Flush the providers in use (the global ones when none were given) within
+        ``timeout`` seconds; the SDK's own atexit does not run under every server."""
+        ok = True
+        providers = (
+            self._tracer_provider or trace.get_tracer_provider(),
+            self._meter_provider or metrics.get_meter_provider(),
+        )
+        deadline = time.monotonic() + timeout
+        for provider in providers:
+            flush = getattr(provider, "force_flush", None)  # the API's no-op providers have none
+            if flush is None:
+                continue
+            millis = int(max(deadline - time.monotonic(), 0.0) * 1000)
+            try:
+                ok = flush(timeout_millis=millis) is not False and ok
+            except Exception:  # an exporter's failure is not the app's problem
+                ok = False
+        return ok
 
     def start_span(
         self,
@@ -127,6 +149,8 @@ def _span_attributes(r: Result) -> dict[str, Any]:
         attrs["http.response.status_code"] = r.candidate_status
     if r.candidate_ms is not None:
         attrs["shadow.candidate.duration_ms"] = r.candidate_ms
+    if r.candidate_server_ms is not None:
+        attrs["shadow.candidate.server_duration_ms"] = r.candidate_server_ms
     if r.diff_count is not None:
         attrs["shadow.diff.count"] = r.diff_count
         attrs["shadow.diff.paths"] = r.diff_paths

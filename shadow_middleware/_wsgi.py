@@ -40,6 +40,8 @@ class ShadowWSGIMiddleware(Adapter):
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         shadow = self.shadow
+        if shadow is None:  # the kill switch: pass through
+            return self.app(environ, start_response)
         method = environ.get("REQUEST_METHOD", "GET")
         path_info = environ.get("PATH_INFO", "")
         if not path_info.isascii():
@@ -118,6 +120,10 @@ def _run(
     except BaseException:
         tap.finish(Reason.PRIMARY_EXCEPTION)
         raise
+    # A server may look at len() of a one-item result to add Content-Length (wsgiref,
+    # waitress): keep len() exactly when the app's result has one, so framing never changes.
+    if hasattr(iterable, "__len__"):
+        return _SizedTeeIterable(iterable, tap)
     return _TeeIterable(iterable, tap)
 
 
@@ -265,3 +271,12 @@ class _TeeIterable:
                 self._tap.finish(Reason.CLIENT_DISCONNECT)
             else:
                 self._tap.finish()
+
+
+class _SizedTeeIterable(_TeeIterable):
+    """A :class:`_TeeIterable` over a result that has ``len()``, which it passes on."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._iterable)  # type: ignore[arg-type]

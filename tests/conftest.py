@@ -100,7 +100,11 @@ def _handler(server: ShadowServer) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def shadow_server() -> Iterator[ShadowServer]:
     state = ShadowServer()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 128  # the client may open 32 connections at once; 5 drops some
+
+    httpd = Server(("127.0.0.1", 0), _handler(state))
     httpd.daemon_threads = True
     state.port = httpd.server_address[1]
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)

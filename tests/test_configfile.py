@@ -23,7 +23,7 @@ import pytest
 from shadow_middleware import Compare, ShadowConfig, ShadowTarget
 from shadow_middleware.__main__ import main
 from shadow_middleware._config import describe
-from shadow_middleware._configfile import ConfigLoader, _Where
+from shadow_middleware._configfile import ConfigErrors, ConfigLoader, _Where
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +45,7 @@ circuit_cooldown = 10
 span_placement = "link"
 
 [compare]
-ignore = ["/request_id", "/model_version"]
+ignore = []  # only for a whole-body comparison, or below a compared field
 abs_tol = 0.01
 rel_tol = 0.001
 threshold = 0.5
@@ -97,7 +97,7 @@ def example_by_constructor() -> ShadowConfig:
         routes=["POST /predict", "POST /v1/{model}/score"],
         compare=Compare(
             fields={"/churn_probability": "/score", "/make_offer": "/make_offer"},
-            ignore=["/request_id", "/model_version"],
+            ignore=[],
             abs_tol=0.01,
             rel_tol=0.001,
             threshold=0.5,
@@ -200,7 +200,9 @@ def test_example_uses_every_keyword_of_every_constructor() -> None:
     data = tomllib.loads(EXAMPLE)
     assert set(data) == set(keywords(ShadowConfig))
     assert set(data["compare"]) == set(keywords(Compare))
-    assert set(data["targets"][0]) | {"base_url"} == set(keywords(ShadowTarget))
+    # The TLS files are paths that must exist (https only): tests/test_tls.py loads them from TOML and env.
+    tls = {"ca_file", "client_cert", "client_key"}
+    assert set(data["targets"][0]) | {"base_url"} | tls == set(keywords(ShadowTarget))
 
 
 def test_every_keyword_has_a_known_kind() -> None:
@@ -510,7 +512,7 @@ def test_env_overrides_every_kind_of_key() -> None:
         "SHADOW_COMPARE_ABS_TOL": "0.01",
         "SHADOW_COMPARE_THRESHOLD": "0.5",
         "SHADOW_COMPARE_RECORD_VALUES": "0",
-        "SHADOW_COMPARE_IGNORE": "/id",
+        "SHADOW_COMPARE_IGNORE": "/a/id",
         "SHADOW_TARGET_CHURN_V2_SAMPLE_RATE": "0.1",
         "SHADOW_TARGET_CHURN_V2_TIMEOUT": "3",
         "SHADOW_TARGET_CHURN_V2_MAX_CONCURRENCY": "2",
@@ -519,7 +521,6 @@ def test_env_overrides_every_kind_of_key() -> None:
         "SHADOW_TARGETS": "churn-v4",
         "SHADOW_TARGET_CHURN_V4_URL": "http://v4:9000/predict",
         "SHADOW_TARGET_CHURN_V4_HEADER_AUTHORIZATION": "Bearer v4",
-        "SHADOW_SPAN_FILE": "spans.jsonl",  # someone else's: ignored
     }
     # On top of targets alone, the result is exactly what the environment sets.
     base = {**targets_base("churn-v2", "churn-v3"), "correlation_id": "header:x-request-id"}
@@ -544,7 +545,7 @@ def test_env_overrides_every_kind_of_key() -> None:
         sample_key="json:/customer_id",
         correlation_id=None,
         compare=Compare(
-            fields=["/a", "/b"], abs_tol=0.01, threshold=0.5, record_values=False, ignore=["/id"]
+            fields=["/a", "/b"], abs_tol=0.01, threshold=0.5, record_values=False, ignore=["/a/id"]
         ),
     )
     assert_same(ShadowConfig.from_env(env, base=base), want)
@@ -556,7 +557,7 @@ def test_env_overrides_every_kind_of_key() -> None:
     assert got.sample_key == "json:/customer_id" and got.correlation_id is None
     assert got.compare.fields == (("/a", "/a"), ("/b", "/b"))
     assert (got.compare.abs_tol, got.compare.threshold, got.compare.record_values) == (0.01, 0.5, False)
-    assert got.compare.ignore == ("/id",)
+    assert got.compare.ignore == ("/a/id",)
     assert got.compare.rel_tol == 0.001  # from the file: compare keys are overridden one by one
     v2, v3, new = got.targets
     assert (v2.name, v2.sample_rate, v2.timeout, v2.max_concurrency) == ("churn-v2", 0.1, 3.0, 2)
@@ -708,7 +709,7 @@ def test_no_targets_anywhere() -> None:
         ),
         pytest.param(
             {"SHADOW_TARGET_CHURN_V2_ZZZ": "1"},
-            "SHADOW_TARGET_CHURN_V2_ZZZ: unknown variable (keys: URL, BASE_URL, SAMPLE_RATE, TIMEOUT, MAX_CONCURRENCY, HEADER_<NAME>)",
+            "SHADOW_TARGET_CHURN_V2_ZZZ: unknown variable (keys: URL, BASE_URL, SAMPLE_RATE, TIMEOUT, MAX_CONCURRENCY, CA_FILE, CLIENT_CERT, CLIENT_KEY, HEADER_<NAME>)",
             id="unknown-target-key-no-suggestion",
         ),
         pytest.param(
@@ -722,7 +723,13 @@ def test_no_targets_anywhere() -> None:
             id="empty-header-name",
         ),
         pytest.param(
-            {"SHADOW_TARGETS": "a,b,a"}, "SHADOW_TARGETS: target 'a' is declared twice", id="declared-twice"
+            {
+                "SHADOW_TARGETS": "a,b,a",
+                "SHADOW_TARGET_A_URL": "http://h/a",
+                "SHADOW_TARGET_B_URL": "http://h/b",
+            },
+            "SHADOW_TARGETS: target 'a' is declared twice",
+            id="declared-twice",
         ),
     ],
 )
@@ -757,13 +764,7 @@ def test_target_names_that_are_prefixes_of_each_other() -> None:
 
 
 def test_foreign_and_unprefixed_variables_are_left_alone() -> None:
-    env = {
-        "SHADOW_CONFIG": "",
-        "SHADOW_SPAN_FILE": "x",
-        "SHADOW_HTTP_CLIENT": "aiohttp",
-        "HOME": "/",
-        "shadow_max_queue": "x",
-    }
+    env = {"SHADOW_CONFIG": "", "HOME": "/", "shadow_max_queue": "x", "EXAMPLE_SPAN_FILE": "x"}
     base = targets_base("a")
     assert_same(ShadowConfig.from_env(env, base=base), ShadowConfig.from_env({}, base=base))
 
@@ -879,7 +880,13 @@ def test_describe_writes_every_key_including_defaults(load: Load) -> None:
         else:
             assert name in data
     assert set(data["compare"]) == set(keywords(Compare)) - {"threshold"}  # None: a comment
-    assert set(data["targets"][0]) == set(keywords(ShadowTarget)) - {"base_url"}
+    # None: a comment
+    assert set(data["targets"][0]) == set(keywords(ShadowTarget)) - {
+        "base_url",
+        "ca_file",
+        "client_cert",
+        "client_key",
+    }
     assert data["drop_headers"] == sorted(config.drop_headers)
     assert_same(load(text), config)
 
@@ -893,7 +900,10 @@ def test_describe_writes_every_key_including_defaults(load: Load) -> None:
                 [ShadowTarget("a~b_c.d", base_url="http://[::1]:8080/api/", headers={"X-Tok!en": 'q"\\\t'})],
                 routes=["* /{id}", "get /ä"],
                 compare=Compare(
-                    fields=["/a~1b", "/ü/😀", '/"q"'], ignore=[""], threshold=-1e-20, rel_tol=1e-9
+                    fields=["/a~1b", "/ü/😀", '/"q"'],
+                    ignore=["/a~1b/", "/ü/😀/~0~1"],
+                    threshold=-1e-20,
+                    rel_tol=1e-9,
                 ),
                 drop_headers=(),
                 sample_key='json:/a"b\\c',
@@ -972,7 +982,7 @@ def test_cli_applies_the_environment_unless_told_not_to(
         if var.startswith("SHADOW_"):
             monkeypatch.delenv(var)
     monkeypatch.setenv("SHADOW_MAX_QUEUE", "3")
-    monkeypatch.setenv("SHADOW_SPAN_FILE", "spans.jsonl")
+    monkeypatch.setenv("SHADOW_CONFIG", "elsewhere.toml")  # the PATH argument wins; not an override
     assert main(["check-config", str(path)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("# environment overrides applied: SHADOW_MAX_QUEUE\n")
@@ -996,3 +1006,139 @@ def test_cli_a_syntax_error_names_the_line(tmp_path: Path) -> None:
     done = run_cli("check-config", str(path))
     assert done.returncode == 2
     assert re.match(rf"error: {re.escape(str(path))}: line 4, column \d+: invalid TOML: ", done.stderr)
+
+
+# ---- every error in one run ------------------------------------------------------------
+
+THREE_TYPOS = """\
+max_qeue = 5
+routes = ["POST /predict/:id", "POST /ok"]
+sample_key = "cookie:uid"
+
+[compare]
+abs_tolerance = 0.1
+rel_tol = -1
+
+[[targets]]
+name = "a"
+url = "http://h/x"
+timout = 2
+sample_rate = 1.5
+max_concurrency = 0
+
+[[targets]]
+name = "b"
+url = "ftp://h/x"
+
+[[targets]]
+url = "http://h/y"
+"""
+
+THREE_TYPOS_ERRORS = [
+    "shadow.toml: max_qeue: unknown key (did you mean 'max_queue'?)",
+    "shadow.toml: compare.abs_tolerance: unknown key (did you mean 'abs_tol'?)",
+    "shadow.toml: compare.rel_tol: Compare.rel_tol: must be >= 0.0, got -1",
+    "shadow.toml: targets[0].timout: unknown key (did you mean 'timeout'?)",
+    "shadow.toml: targets[0].sample_rate: ShadowTarget.sample_rate: must be in [0, 1], got 1.5",
+    "shadow.toml: targets[0].max_concurrency: ShadowTarget.max_concurrency: must be >= 1, got 0",
+    "shadow.toml: targets[1].url: ShadowTarget.url: must be an http or https URL, got 'ftp://h/x'",
+    "shadow.toml: targets[2].name: missing; it is required",
+    "shadow.toml: routes[0]: ShadowConfig.routes[0]: ':id' is not a parameter: write '<id>' or '{id}' "
+    "(accepted: whole-segment parameters <name>, <int:name>, <path:name>, {name}, {name:int}, {name:path})",
+    "shadow.toml: sample_key: ShadowConfig.sample_key: must start with 'header:' or 'json:', got 'cookie:uid'",
+]
+
+
+def test_every_unknown_key_and_bad_value_is_reported_at_once(load: Load) -> None:
+    with pytest.raises(ConfigErrors) as info:
+        load(THREE_TYPOS)
+    assert list(info.value.errors) == THREE_TYPOS_ERRORS
+    # One ValueError; its first line is the first error, the others follow one per line.
+    assert isinstance(info.value, ValueError)
+    assert str(info.value).splitlines() == THREE_TYPOS_ERRORS
+
+
+def test_a_single_error_reads_exactly_as_before(load: Load) -> None:
+    with pytest.raises(ConfigErrors) as info:
+        load(MINIMAL + "timout = 2\n")
+    assert str(info.value) == "shadow.toml: targets[0].timout: unknown key (did you mean 'timeout'?)"
+    assert info.value.errors == (str(info.value),)
+
+
+def test_a_consequence_is_not_reported_twice(load: Load) -> None:
+    # The only target is bad: "needs at least one target" would repeat it.
+    assert error_of(load, 'targets = ["a"]\nmax_queue = -1\n').splitlines() == [
+        "shadow.toml: targets[0]: expected a table, got 'a'",
+        "shadow.toml: max_queue: ShadowConfig.max_queue: must be >= 0, got -1",
+    ]
+    # A bad url is not followed by "give exactly one of url and base_url".
+    assert error_of(load, MINIMAL.replace("http://", "ftp://")).splitlines() == [
+        "shadow.toml: targets[0].url: ShadowTarget.url: must be an http or https URL, "
+        "got 'ftp://127.0.0.1:5002/predict_shadow'",
+    ]
+    # A target whose bad value can be left out is still checked with the others.
+    assert error_of(load, MINIMAL + MINIMAL + "sample_rate = 1.5\n").splitlines() == [
+        "shadow.toml: targets[1].sample_rate: ShadowTarget.sample_rate: must be in [0, 1], got 1.5",
+        "shadow.toml: targets: ShadowConfig.targets: duplicate target name 'churn-v2'",
+    ]
+
+
+def test_every_bad_variable_is_reported_with_the_file_errors(tmp_path: Path) -> None:
+    path = write(tmp_path, "max_queue = 5\n" + MINIMAL + "timout = 1\n")
+    env = {
+        "SHADOW_CONFIG": str(path),
+        "SHADOW_MAX_QEUE": "5",
+        "SHADOW_DRAIN_TIMEOUT": "soon",
+        "SHADOW_TARGET_CHURN_V2_SAMPLE_RATE": "2",
+        "SHADOW_TARGET_CHURN_V3_URL": "http://h/x",
+        "SHADOW_HTTP_CLIENT": "aiohttp",
+    }
+    lines = error_of(ShadowConfig.from_env, env).splitlines()
+    assert lines[1].startswith("SHADOW_HTTP_CLIENT: unknown variable")  # no longer read by anything
+    assert lines[:1] + lines[2:] == [
+        "SHADOW_DRAIN_TIMEOUT: expected a number, got 'soon'",
+        "SHADOW_MAX_QEUE: unknown variable (did you mean 'SHADOW_MAX_QUEUE'?)",
+        "SHADOW_TARGET_CHURN_V3_URL: unknown variable: no target CHURN_V3 (did you mean "
+        "'SHADOW_TARGET_CHURN_V2_URL'? New targets are declared in SHADOW_TARGETS)",
+        f"{path}: targets[0].timout: unknown key (did you mean 'timeout'?)",
+        "SHADOW_TARGET_CHURN_V2_SAMPLE_RATE: targets[0].sample_rate: ShadowTarget.sample_rate: "
+        "must be in [0, 1], got 2.0",
+    ]
+
+
+def test_config_errors_survive_pickling() -> None:
+    import pickle
+
+    err = ConfigErrors(["a: one", "b: two"])
+    again = pickle.loads(pickle.dumps(err))
+    assert isinstance(again, ConfigErrors) and again.errors == err.errors and str(again) == str(err)
+
+
+def test_shadow_http_client_is_an_unknown_variable_now() -> None:
+    assert error_of(ShadowConfig.from_env, {"SHADOW_HTTP_CLIENT": "aiohttp"}).startswith(
+        "SHADOW_HTTP_CLIENT: unknown variable"
+    )
+
+
+def test_shadow_span_file_says_the_application_writes_spans() -> None:
+    assert error_of(ShadowConfig.from_env, {"SHADOW_SPAN_FILE": "spans.jsonl"}, base=targets_base("a")) == (
+        "SHADOW_SPAN_FILE: not read by shadow_middleware; the application writes spans: see the README "
+        'section "Writing the span file" (OpenTelemetry\'s FileSpanExporter)'
+    )
+
+
+def test_cli_check_config_prints_every_error_one_per_line(tmp_path: Path) -> None:
+    path = write(tmp_path, THREE_TYPOS)
+    done = run_cli("check-config", str(path), env=clean_env(SHADOW_MAX_QEUE="1"))
+    assert done.returncode == 2
+    assert done.stdout == ""
+    want = ["SHADOW_MAX_QEUE: unknown variable (did you mean 'SHADOW_MAX_QUEUE'?)"]
+    want += [line.replace("shadow.toml", str(path), 1) for line in THREE_TYPOS_ERRORS]
+    assert done.stderr.splitlines() == [f"error: {line}" for line in want]
+
+
+def test_cli_help_describes_the_command_without_python_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "from_env" not in out and "ShadowConfig" not in out and "config_from" not in out
+    assert "one per line" in out and "SHADOW_CONFIG=PATH" in out

@@ -133,7 +133,7 @@ class Deployment:
 @contextmanager
 def deployment(example: str, tmp_path: Path, **env: str) -> Iterator[Deployment]:
     span_file = tmp_path / f"{example}-{time.monotonic_ns()}.jsonl"
-    full = {"SHADOW_SPAN_FILE": str(span_file), "OTEL_BSP_SCHEDULE_DELAY": "200", **env}
+    full = {"EXAMPLE_SPAN_FILE": str(span_file), "OTEL_BSP_SCHEDULE_DELAY": "200", **env}
     proc = start(example, "production", full, tmp_path / "logs")
     dep = Deployment(example, proc, span_file)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from shadow_middleware import (
     ShadowFlask,
     ShadowStatsApp,
     ShadowTarget,
+    ShadowWSGIMiddleware,
 )
 
 from .asgi_helpers import drive, http_scope, json_app, run
@@ -66,8 +68,10 @@ def test_middleware_picks_up_shadow_config_from_the_environment(
     (got,) = shadow_server.received
     assert got.headers["x-candidate-key"] == "secret-k"
     monkeypatch.delenv("SHADOW_CONFIG")
+    forgotten = ShadowASGIMiddleware(json_app())  # the error waits for the startup (test_failsafe.py)
+    assert forgotten.config_error is not None and "SHADOW_CONFIG" in forgotten.config_error
     with pytest.raises(ValueError, match="SHADOW_CONFIG"):
-        ShadowASGIMiddleware(json_app())
+        ShadowWSGIMiddleware(lambda environ, start_response: [])
 
 
 def test_kill_switch_from_the_environment(
@@ -104,7 +108,18 @@ def test_live_switches_take_effect_for_the_next_request_from_any_thread(
         mw.shadow.set_sample_rate("v2", 1.5)
 
 
-def test_flask_extension_reads_app_config(shadow_server: ShadowServer, tmp_path: Path) -> None:
+@pytest.fixture
+def no_shadow_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No ``SHADOW_*`` variable from the environment the tests run in."""
+    for var in list(os.environ):
+        if var.startswith("SHADOW_"):
+            monkeypatch.delenv(var)
+    return monkeypatch
+
+
+def test_flask_extension_reads_app_config(
+    shadow_server: ShadowServer, tmp_path: Path, no_shadow_env: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "shadow.toml"
     path.write_text(toml(shadow_server))
     app = Flask(__name__)
@@ -123,6 +138,74 @@ def test_flask_extension_reads_app_config(shadow_server: ShadowServer, tmp_path:
     assert shadow.flush(5)
     assert json.loads(shadow_server.received[0].body) == {"id": "c-9"}
     shadow.close()
+
+
+def flask_app(**config: Any) -> Flask:
+    app = Flask(__name__)
+    app.config.update(config)
+    return app
+
+
+def test_flask_extension_environment_over_app_config_over_file(
+    shadow_server: ShadowServer, tmp_path: Path, no_shadow_env: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "shadow.toml"
+    path.write_text(toml(shadow_server))  # max_queue = 50, v2's timeout = 1.5
+    app = flask_app(SHADOW_CONFIG=str(path), SHADOW_MAX_QUEUE=9, SHADOW_DRAIN_TIMEOUT=1.0)
+    no_shadow_env.setenv("SHADOW_TARGET_V2_SAMPLE_RATE", "0")
+    no_shadow_env.setenv("SHADOW_MAX_QUEUE", "4")
+    shadow = ShadowFlask(app).shadow(app)
+    assert shadow is not None
+    cfg = shadow.config
+    assert cfg.targets[0].sample_rate == 0.0  # the environment: it used to be ignored
+    assert cfg.max_queue == 4  # the environment wins over app.config ...
+    assert cfg.drain_timeout == 1.0  # ... which wins over the file
+    assert cfg.targets[0].timeout == 1.5  # the file
+    shadow.close()
+    # The environment's SHADOW_CONFIG names the file, as for every other key.
+    other = tmp_path / "other.toml"
+    other.write_text(toml(shadow_server, "max_queue = 77").replace("max_queue = 50\n", ""))
+    no_shadow_env.delenv("SHADOW_MAX_QUEUE")
+    no_shadow_env.setenv("SHADOW_CONFIG", str(other))
+    shadow = ShadowFlask(flask_app(SHADOW_CONFIG=str(path))).init_app(flask_app(SHADOW_CONFIG=str(path)))
+    assert shadow is not None and shadow.config.max_queue == 77
+    shadow.close()
+
+
+def test_flask_extension_refuses_unknown_shadow_names_like_from_env(
+    shadow_server: ShadowServer, tmp_path: Path, no_shadow_env: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "shadow.toml"
+    path.write_text(toml(shadow_server))
+    no_shadow_env.setenv("SHADOW_TARGET_V2_SAMPLE_RATEE", "0")
+    with pytest.raises(ValueError) as info:
+        ShadowFlask(flask_app(SHADOW_CONFIG=str(path)))
+    env_error = str(info.value)
+    with pytest.raises(ValueError) as same:
+        ShadowConfig.from_env({"SHADOW_CONFIG": str(path), **os.environ})
+    assert env_error == str(same.value)  # the same error as from_env
+    assert env_error.startswith("SHADOW_TARGET_V2_SAMPLE_RATEE: unknown variable (did you mean")
+    no_shadow_env.delenv("SHADOW_TARGET_V2_SAMPLE_RATEE")
+    with pytest.raises(ValueError) as info:
+        ShadowFlask(flask_app(SHADOW_CONFIG=str(path), SHADOW_MAX_QEUE=5, SHADOW_MAX_QUEUE="lots"))
+    assert str(info.value).splitlines() == [
+        "app.config: SHADOW_MAX_QEUE: unknown variable (did you mean 'SHADOW_MAX_QUEUE'?)",
+        "app.config: SHADOW_MAX_QUEUE: expected an integer, got 'lots'",
+    ]
+    # A bad value the constructor refuses names the app.config key it came from.
+    with pytest.raises(
+        ValueError, match=r"^app\.config: SHADOW_TARGET_V2_SAMPLE_RATE: targets\[0\]\.sample_rate"
+    ):
+        ShadowFlask(flask_app(SHADOW_CONFIG=str(path), SHADOW_TARGET_V2_SAMPLE_RATE=1.5))
+
+
+def test_flask_extension_kill_switch_reads_nothing(no_shadow_env: pytest.MonkeyPatch) -> None:
+    no_shadow_env.setenv("SHADOW_ENABLED", "0")
+    no_shadow_env.setenv("SHADOW_TARGET_V2_SAMPLE_RATEE", "0")  # would be an error
+    app = flask_app(SHADOW_CONFIG="/nonexistent.toml")
+    original = app.wsgi_app
+    assert ShadowFlask().init_app(app) is None
+    assert app.wsgi_app == original and ShadowFlask.shadow(app) is None
 
 
 def test_stats_endpoint_is_opt_in_and_shows_counts_only(shadow_server: ShadowServer) -> None:

@@ -108,7 +108,7 @@ ENV_VARS = (
     "OTEL_METRIC_EXPORT_INTERVAL",
     "OTEL_RESOURCE_ATTRIBUTES",
     "OTEL_SERVICE_NAME",
-    "SHADOW_SPAN_FILE",
+    "EXAMPLE_SPAN_FILE",
 )
 
 
@@ -262,9 +262,9 @@ def test_file_exporter_writes_nothing_for_empty_batches(tmp_path: Path) -> None:
 
 
 def test_unwritable_span_file_fails_at_setup(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # The official exporter opens the file when it is built: a bad SHADOW_SPAN_FILE stops the app at
+    # The official exporter opens the file when it is built: a bad EXAMPLE_SPAN_FILE stops the app at
     # startup instead of losing every span later.
-    clean_env.setenv("SHADOW_SPAN_FILE", str(tmp_path / "missing-dir" / "spans.jsonl"))
+    clean_env.setenv("EXAMPLE_SPAN_FILE", str(tmp_path / "missing-dir" / "spans.jsonl"))
     with pytest.raises(FileNotFoundError):
         setup_telemetry("churn-api")
 
@@ -406,7 +406,7 @@ def test_setup_telemetry_with_endpoint_and_span_file_writes_both(
     span_file = tmp_path / "both.jsonl"
     with OtlpReceiver() as receiver:
         clean_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
-        clean_env.setenv("SHADOW_SPAN_FILE", str(span_file))
+        clean_env.setenv("EXAMPLE_SPAN_FILE", str(span_file))
         tracer_provider, meter_provider, description = setup_telemetry("churn-api")
         try:
             assert receiver.endpoint in description and str(span_file) in description
@@ -457,7 +457,7 @@ def test_setup_telemetry_honours_shadow_span_file_without_endpoint(
     clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     span_file = tmp_path / "custom.jsonl"
-    clean_env.setenv("SHADOW_SPAN_FILE", str(span_file))
+    clean_env.setenv("EXAMPLE_SPAN_FILE", str(span_file))
     tracer_provider, meter_provider, description = setup_telemetry("churn-api")
     try:
         assert str(span_file) in description

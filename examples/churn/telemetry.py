@@ -7,7 +7,7 @@ variables:
 * ``OTEL_EXPORTER_OTLP_ENDPOINT`` (e.g. ``http://127.0.0.1:4318``) -- spans and metrics go to an
   OTLP/HTTP receiver such as the OpenTelemetry Collector. The signal-specific
   ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` work too.
-* ``SHADOW_SPAN_FILE`` -- spans are also appended to this file as OTLP/JSON lines, the format of
+* ``EXAMPLE_SPAN_FILE`` -- spans are also appended to this file as OTLP/JSON lines, the format of
   the Collector's ``file`` exporter, by OpenTelemetry's own exporter
   (``opentelemetry-exporter-otlp-json-file``). Without any OTLP endpoint, spans go to
   ``shadow-spans.jsonl`` in the working directory, so the demo works with nothing else running.
@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 __all__ = ["DEFAULT_SPAN_FILE", "install_global", "setup_telemetry"]
 
 DEFAULT_SPAN_FILE = "shadow-spans.jsonl"
-SPAN_FILE_ENV = "SHADOW_SPAN_FILE"
+SPAN_FILE_ENV = "EXAMPLE_SPAN_FILE"
 DEFAULT_METRIC_EXPORT_INTERVAL_MS = 5000
 
 _OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from fastapi import Body, FastAPI, HTTPException, Request
@@ -37,3 +38,28 @@ async def stats() -> dict[str, int]:
 @app.get("/health")
 async def health() -> dict[str, str]:
     return {"status": "ok", "model": candidate.version}
+
+
+class ServerTiming:
+    """Reports the service's own time in a ``Server-Timing`` header (a few lines of pure ASGI), so
+    the shadow report compares it with production's in-process time, not with a network round trip."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+
+        async def send_timed(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                took = f"app;dur={(time.perf_counter() - start) * 1000:.3f}".encode()
+                message = {**message, "headers": [*message.get("headers", []), (b"server-timing", took)]}
+            await send(message)
+
+        await self.app(scope, receive, send_timed)
+
+
+app.add_middleware(ServerTiming)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 
 from examples.churn import model
 
@@ -13,6 +14,19 @@ candidate = model.candidate_model()
 app = Flask("churn-candidate")
 _lock = threading.Lock()
 _counts = {"received": 0, "marked": 0}
+
+
+# The service's own time in a Server-Timing header, so the shadow report compares it with
+# production's in-process time rather than with a network round trip.
+@app.before_request
+def _start_timer() -> None:
+    g.started = time.perf_counter()
+
+
+@app.after_request
+def _server_timing(response: Response) -> Response:
+    response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - g.started) * 1000:.3f}"
+    return response
 
 
 @app.post("/predict_shadow")
