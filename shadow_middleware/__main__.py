@@ -6,10 +6,10 @@ Commands:
   environment overrides applied, unless ``--no-env``) and print the effective
   configuration, header values masked. Exit status 0 when valid, 2 otherwise.
 * ``report SPANS...`` -- summarise shadow spans and apply a promotion policy (see
-  ``shadow_middleware._report``). Exit status 0 promote, 1 do not promote, 2 not enough data.
+  ``shadow_middleware.report``). Exit status 0 promote, 1 do not promote, 2 not enough data.
 
-A command is a function that adds its sub-parser and sets ``run`` (``Namespace -> int``)
-as its default; add it to ``COMMANDS``.
+A command is a :class:`Command` in ``COMMANDS``. The report wing is imported only when the
+``report`` command's parser is built.
 """
 
 from __future__ import annotations
@@ -18,31 +18,28 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TypeAlias
+from dataclasses import dataclass
 
 from ._config import ShadowConfig, describe
 from ._configfile import ENV_PREFIX, FOREIGN_ENV, ConfigErrors
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+@dataclass(frozen=True)
+class Command:
+    """One sub-command: its parser's texts, how to add its arguments, and what it runs."""
+
+    name: str
+    help: str
+    description: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
 
 
-def _add_check_config(commands: Subparsers) -> None:
-    parser = commands.add_parser(
-        "check-config",
-        help="validate a configuration file and print the effective configuration",
-        description=(
-            "Validate a TOML configuration file as the middleware reads it, with the SHADOW_* "
-            "environment variables applied on top (as if SHADOW_CONFIG=PATH were set), and print "
-            "the effective configuration as TOML with header values masked. Every unknown key or "
-            "variable and every bad value is reported, one per line. Exit status 0 when valid, "
-            "2 otherwise."
-        ),
-    )
+def _check_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", metavar="PATH", help="the TOML file")
     parser.add_argument("--no-env", action="store_true", help="ignore SHADOW_* environment variables")
-    parser.set_defaults(run=_check_config)
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -64,21 +61,10 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_report(commands: Subparsers) -> None:
-    from .report.cli import add_arguments
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    from .report.cli import add_arguments  # the report wing, only when asked for
 
-    parser = commands.add_parser(
-        "report",
-        help="summarise shadow spans and decide whether to promote the candidate",
-        description=(
-            "Summarise shadow spans (OTLP/JSON lines, plain or gzip) per target and route: outcomes, "
-            "agreement, decision flips, latency, and with --ground-truth the quality of both models; "
-            "then apply a promotion policy. Exit status 0 promote, 1 do not promote, "
-            "2 not enough data or a usage error."
-        ),
-    )
     add_arguments(parser)
-    parser.set_defaults(run=_report)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -87,7 +73,29 @@ def _report(args: argparse.Namespace) -> int:
     return run(args)
 
 
-COMMANDS: list[Callable[[Subparsers], None]] = [_add_check_config, _add_report]
+COMMANDS: list[Command] = [
+    Command(
+        "check-config",
+        "validate a configuration file and print the effective configuration",
+        "Validate a TOML configuration file as the middleware reads it, with the SHADOW_* "
+        "environment variables applied on top (as if SHADOW_CONFIG=PATH were set), and print "
+        "the effective configuration as TOML with header values masked. Every unknown key or "
+        "variable and every bad value is reported, one per line. Exit status 0 when valid, "
+        "2 otherwise.",
+        _check_config_arguments,
+        _check_config,
+    ),
+    Command(
+        "report",
+        "summarise shadow spans and decide whether to promote the candidate",
+        "Summarise shadow spans (OTLP/JSON lines, plain or gzip) per target and route: outcomes, "
+        "agreement, decision flips, latency, and with --ground-truth the quality of both models; "
+        "then apply a promotion policy. Exit status 0 promote, 1 do not promote, "
+        "2 not enough data or a usage error.",
+        _report_arguments,
+        _report,
+    ),
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,8 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="shadow_middleware tools",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in COMMANDS:
-        add(commands)
+    for command in COMMANDS:
+        sub = commands.add_parser(command.name, help=command.help, description=command.description)
+        command.add_arguments(sub)
+        sub.set_defaults(run=command.run)
     return parser
 
 

@@ -140,17 +140,16 @@ def _span_attributes(r: Result) -> dict[str, Any]:
     }
     if r.reason is not None:
         attrs["shadow.reason"] = str(r.reason)
-    if r.primary_status is not None:
-        attrs["shadow.primary.status_code"] = r.primary_status
-    if r.primary_ms is not None:
-        attrs["shadow.primary.duration_ms"] = r.primary_ms
-    if r.candidate_status is not None:
-        attrs["shadow.candidate.status_code"] = r.candidate_status
-        attrs["http.response.status_code"] = r.candidate_status
-    if r.candidate_ms is not None:
-        attrs["shadow.candidate.duration_ms"] = r.candidate_ms
-    if r.candidate_server_ms is not None:
-        attrs["shadow.candidate.server_duration_ms"] = r.candidate_server_ms
+    for name, value in (
+        ("shadow.primary.status_code", r.primary_status),
+        ("shadow.primary.duration_ms", r.primary_ms),
+        ("shadow.candidate.status_code", r.candidate_status),
+        ("http.response.status_code", r.candidate_status),
+        ("shadow.candidate.duration_ms", r.candidate_ms),
+        ("shadow.candidate.server_duration_ms", r.candidate_server_ms),
+    ):
+        if value is not None:  # absent, not null, when there is no such figure
+            attrs[name] = value
     if r.diff_count is not None:
         attrs["shadow.diff.count"] = r.diff_count
         attrs["shadow.diff.paths"] = r.diff_paths

@@ -33,6 +33,9 @@ from shadow_middleware.report.policy import Policy, PolicyError, load_policy, pa
 from shadow_middleware.report.spans import read_shadow_spans
 
 REPO = Path(__file__).resolve().parent.parent
+# Tests about figures, not the decision, pass this rule of their own: with no rule at all the default
+# policy would judge their few, made-up spans (tests/test_report_policy.py covers the default).
+ANY_DATA = ("--require", "compared >= 1")
 
 # --- fixtures: OTLP/JSON lines written directly --------------------------------------------------
 
@@ -294,14 +297,14 @@ def test_threshold_and_field_options(tmp_path: Path) -> None:
 def test_score_field_auto_ignores_bools_and_ambiguity_is_an_error(tmp_path: Path) -> None:
     extra = {"shadow.primary.body.make_offer": False, "shadow.candidate.body.make_offer": True}
     path = write_spans(tmp_path / "a.jsonl", [span(0, p=0.2, c=0.7, **extra)])
-    assert run_cli(path, "--format", "json").returncode == 0
-    assert json.loads(run_cli(path, "--format", "json").stdout)["score_field"] == "score"
+    assert run_cli(path, "--format", "json", *ANY_DATA).returncode == 0
+    assert json.loads(run_cli(path, "--format", "json", *ANY_DATA).stdout)["score_field"] == "score"
     more = {"shadow.primary.body.tenure": 3, "shadow.candidate.body.tenure": 4}
     path2 = write_spans(tmp_path / "b.jsonl", [span(0, p=0.2, c=0.7), span(1, p=0.2, c=0.7, **more)])
     res = run_cli(path2)
     assert res.returncode == 2
     assert "--field" in res.stderr and "score" in res.stderr and "tenure" in res.stderr
-    res = run_cli(path2, "--field", "tenure", "--format", "json")
+    res = run_cli(path2, "--field", "tenure", "--format", "json", *ANY_DATA)
     assert res.returncode == 0, res.stderr
     rep = json.loads(res.stdout)
     assert rep["score_field"] == "tenure" and rep["targets"][0]["scored"] == 1
@@ -531,8 +534,16 @@ def test_json_keys_contract(dataset: tuple[Path, Path]) -> None:
         for key in ("p50_ms", "p95_ms", "p99_ms", "accuracy", "precision", "recall", "f1", "auc", "brier"):
             assert isinstance(g[side][key], float), (side, key)
     assert g["rules"] == [
-        {"rule": "agreement >= 0.5", "left": g["agreement"], "right": 0.5, "status": "PASS", "missing": []}
+        {
+            "rule": "agreement >= 0.5",
+            "left": g["agreement"],
+            "right": 0.5,
+            "status": "PASS",
+            "missing": [],
+            "note": None,
+        }
     ]
+    assert rep["policy"]["source"] == "user" and rep["policy"]["require"] == ["agreement >= 0.5"]
 
 
 def test_malformed_lines_reported_and_skipped(tmp_path: Path) -> None:
@@ -544,7 +555,7 @@ def test_malformed_lines_reported_and_skipped(tmp_path: Path) -> None:
         f.write("[1, 2]\n")
         f.write(line_of([span(3, "mismatch")])[:-5] + "\n")  # truncated
         f.write(line_of([span(4)]) + "\n")
-    res = run_cli(path, "--format", "json")
+    res = run_cli(path, "--format", "json", *ANY_DATA)
     assert res.returncode == 0, res.stderr
     assert f"{path}:2:" in res.stderr and f"{path}:4:" in res.stderr and f"{path}:5:" in res.stderr
     rep = json.loads(res.stdout)
@@ -564,7 +575,7 @@ def test_other_instrumentation_ignored_and_gzip(tmp_path: Path) -> None:
     with gzip.open(path, "wt") as f:
         f.write(line_of([foreign, span(0), span(1, "mismatch")]) + "\n")
         f.write(line_of([foreign], scope="opentelemetry.instrumentation.flask") + "\n")
-    res = run_cli(path, "--format", "json")
+    res = run_cli(path, "--format", "json", *ANY_DATA)
     assert res.returncode == 0, res.stderr
     rep = json.loads(res.stdout)
     assert rep["spans"] == 2 and [t["target"] for t in rep["targets"]] == ["cand"]
@@ -600,7 +611,7 @@ def test_spans_written_through_the_sdk(tmp_path: Path) -> None:
     gt.write_text(
         "".join(json.dumps({"correlation_id": f"c{i}", "label": int(i >= 5)}) + "\n" for i in range(10))
     )
-    res = run_cli(path, "--ground-truth", gt, "--format", "json")
+    res = run_cli(path, "--ground-truth", gt, "--format", "json", *ANY_DATA)
     assert res.returncode == 0, res.stderr
     g = json.loads(res.stdout)["targets"][0]
     assert g["n"] == 10 and g["agreement"] == 0.9 and g["flips"] == 1  # 0.4 -> 0.5 crosses 0.5
@@ -661,7 +672,7 @@ def test_streaming_200k_spans_in_bounded_memory(tmp_path: Path) -> None:
         "sys.exit(rc)\n"
     )
     res = subprocess.run(
-        [sys.executable, "-c", code, "report", str(path), "--format", "json"],
+        [sys.executable, "-c", code, "report", str(path), "--format", "json", *ANY_DATA],
         capture_output=True,
         text=True,
         cwd=REPO,

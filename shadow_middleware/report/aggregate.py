@@ -1,6 +1,7 @@
 """Fold shadow spans into per-``(target, route)`` groups, in memory bounded whatever the input size.
 
-Per group it keeps counters, two latency reservoirs of :data:`LATENCY_RESERVOIR` values each
+Per group it keeps counters, three latency reservoirs of :data:`LATENCY_RESERVOIR` values each --
+production in-process, candidate round trip, candidate server time from ``Server-Timing`` --
 (percentiles are exact up to that many spans, estimated from a seeded uniform sample beyond),
 :data:`SCATTER_RESERVOIR` score pairs for the plot, at most :data:`TIMELINE_BUCKETS` time buckets,
 and -- only with ground truth -- one ``(correlation_id, primary score, candidate score, label)``
@@ -121,9 +122,14 @@ class Group:
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     other_outcomes: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    reasons_by_outcome: dict[str, dict[str, int]] = field(default_factory=dict)
     error_types: dict[str, int] = field(default_factory=dict)
     lat_primary: Reservoir[float] = field(default_factory=lambda: Reservoir(LATENCY_RESERVOIR, SEED))
     lat_candidate: Reservoir[float] = field(default_factory=lambda: Reservoir(LATENCY_RESERVOIR, SEED + 1))
+    # the candidate's own time, from its Server-Timing header (shadow.candidate.server_duration_ms)
+    lat_candidate_server: Reservoir[float] = field(
+        default_factory=lambda: Reservoir(LATENCY_RESERVOIR, SEED + 3)
+    )
     scored: int = 0
     flips: int = 0
     score_diff: DiffStats = field(default_factory=DiffStats)
@@ -175,6 +181,8 @@ def aggregate(spans: Iterable[ShadowSpan], options: ReportOptions) -> Aggregate:
         reason = attrs.get("shadow.reason")
         if reason is not None:
             group.reasons[str(reason)] = group.reasons.get(str(reason), 0) + 1
+            by_outcome = group.reasons_by_outcome.setdefault(outcome, {})
+            by_outcome[str(reason)] = by_outcome.get(str(reason), 0) + 1
         etype = attrs.get("error.type")
         if etype is not None:
             group.error_types[str(etype)] = group.error_types.get(str(etype), 0) + 1
@@ -189,6 +197,9 @@ def aggregate(spans: Iterable[ShadowSpan], options: ReportOptions) -> Aggregate:
         dc = _number(attrs.get("shadow.candidate.duration_ms"))
         if dc is not None:
             group.lat_candidate.add(dc)
+            ds = _number(attrs.get("shadow.candidate.server_duration_ms"))
+            if ds is not None:
+                group.lat_candidate_server.add(ds)
 
         # recorded values: differences of every numeric field; the score field drives the rest
         for name, value in attrs.items():

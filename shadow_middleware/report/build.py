@@ -2,24 +2,40 @@
 
 Definitions: ``n`` counts every shadow span of a group; ``compared`` = match + mismatch (the
 denominator of agreement, and what ``min_samples`` is checked against); error and timeout rates are
-over the attempted exchanges, match + mismatch + error + timeout. A run's verdict is ``reject`` if
-any group is rejected, else ``insufficient`` if any group lacks data, else ``promote``.
+over the attempted exchanges, match + mismatch + error + timeout. A group with fewer comparisons than
+``min_samples`` is ``insufficient``; else one failing rule rejects it; else it is ``insufficient`` when
+it has fewer labelled requests than ``min_labelled`` or a rule's figure is unavailable; else it is
+promoted. A run's verdict is ``reject`` if any group is rejected, else ``insufficient`` if any group
+lacks data, else ``promote``. With no rule
+given, the default policy applies (:func:`.policy.effective_policy`): no rule never means promote.
+
+Latency, like with like: production's figure is its time in the app, measured in process; the
+candidate's ``duration_ms`` is a round trip from the shadow client (network, connection, queueing
+included). When most of the candidate's answers carry its own time (``Server-Timing``, recorded as
+``shadow.candidate.server_duration_ms``), the report gives that too (``candidate.server_p50_ms``...)
+and compares it (``latency_basis`` ``"server_timing"``); else ``latency_basis`` is ``"round_trip"``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .._outcomes import Outcome
+from .._outcomes import OUTCOMES, Outcome
 from . import stats
 from .aggregate import Aggregate, Group, ReportOptions
 from .ground_truth import ground_truth_metrics
 from .metrics import policy_metrics
-from .policy import Policy, RuleResult
+from .policy import Policy, RuleResult, effective_policy
 
-__all__ = ["EXIT_CODES", "build_report", "group_report"]
+__all__ = ["EXIT_CODES", "LATENCY_BASES", "build_report", "group_report"]
 
 EXIT_CODES = {"promote": 0, "reject": 1, "insufficient": 2}
+
+# latency_basis -> what the candidate's compared latency is, as the text and HTML reports label it
+LATENCY_BASES = {
+    "server_timing": "candidate server time (Server-Timing)",
+    "round_trip": "candidate round trip",
+}
 
 
 def _latency(res: stats.Reservoir[float]) -> dict[str, Any]:
@@ -39,6 +55,18 @@ def _ratio(a: int, b: int) -> float | None:
     return a / b if b else None
 
 
+def _server_latency(group: Group) -> tuple[str, dict[str, Any]]:
+    """``(latency_basis, candidate server figures)``: the figures are given only when most (more than
+    half) of the candidate's answers carried a server time."""
+    server, answers = group.lat_candidate_server, group.lat_candidate.seen
+    basis = "server_timing" if server.seen and 2 * server.seen > answers else "round_trip"
+    figures = _latency(server)
+    out = {f"server_{k}": (figures[k] if basis == "server_timing" else None) for k in figures}
+    out["server_latency_n"] = server.seen
+    out["server_latency_exact"] = server.exact
+    return basis, out
+
+
 def group_report(group: Group, options: ReportOptions) -> dict[str, Any]:
     o = group.outcomes
     compared = o[Outcome.MATCH] + o[Outcome.MISMATCH]
@@ -46,6 +74,8 @@ def group_report(group: Group, options: ReportOptions) -> dict[str, Any]:
     ci = stats.wilson(o[Outcome.MATCH], compared)
     primary = _latency(group.lat_primary)
     candidate = _latency(group.lat_candidate)
+    basis, server = _server_latency(group)
+    candidate.update(server)
     gt: dict[str, Any] | None = None
     if options.labels is not None:
         gp, gc, gt = ground_truth_metrics(group.joined, options.threshold, options.bootstrap, options.seed)
@@ -77,9 +107,17 @@ def group_report(group: Group, options: ReportOptions) -> dict[str, Any]:
         "dropped": o[Outcome.DROPPED],
         "skipped": o[Outcome.SKIPPED],
         "reasons": dict(sorted(group.reasons.items())),
+        "reasons_by_outcome": {  # outcomes in their table's order (mismatch, ..., dropped, skipped)
+            outcome: dict(sorted(reasons.items()))
+            for outcome, reasons in sorted(
+                group.reasons_by_outcome.items(),
+                key=lambda item: (OUTCOMES.index(item[0]) if item[0] in OUTCOMES else len(OUTCOMES), item[0]),
+            )
+        },
         "error_types": dict(sorted(group.error_types.items())),
         "first_start_ns": group.first_ns,
         "last_start_ns": group.last_ns,
+        "latency_basis": basis,
         "primary": primary,
         "candidate": candidate,
         "ground_truth": gt,
@@ -92,12 +130,18 @@ def _judge(g: dict[str, Any], policy: Policy) -> tuple[str, list[RuleResult]]:
         return "insufficient", results
     if any(r.status == "FAIL" for r in results):
         return "reject", results
+    # Few labels make a pass weak evidence, not a failure: a significant difference stays significant.
+    gt = g["ground_truth"]
+    if gt is not None and gt["n"] < policy.min_labelled:
+        return "insufficient", results
     if any(r.status == "N/A" for r in results):
         return "insufficient", results
     return "promote", results
 
 
 def build_report(agg: Aggregate, options: ReportOptions, policy: Policy) -> dict[str, Any]:
+    """The report; ``policy`` without a rule is replaced by the default policy."""
+    policy = effective_policy(policy, options.labels is not None)
     targets: list[dict[str, Any]] = []
     verdicts: list[str] = []
     for key in sorted(agg.groups):
@@ -111,6 +155,7 @@ def build_report(agg: Aggregate, options: ReportOptions, policy: Policy) -> dict
                 "right": r.right,
                 "status": r.status,
                 "missing": list(r.missing),
+                "note": r.note,
             }
             for r in results
         ]
@@ -134,6 +179,12 @@ def build_report(agg: Aggregate, options: ReportOptions, policy: Policy) -> dict
         "threshold": options.threshold,
         "ground_truth": options.labels is not None,
         "labels": len(options.labels) if options.labels is not None else None,
-        "policy": {"min_samples": policy.min_samples, "require": [r.text for r in policy.rules]},
+        "policy": {
+            "source": policy.source,
+            "description": policy.description,
+            "min_samples": policy.min_samples,
+            "min_labelled": policy.min_labelled,
+            "require": [r.text for r in policy.rules],
+        },
         "targets": targets,
     }

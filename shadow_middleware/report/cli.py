@@ -16,10 +16,12 @@ from .build import build_report
 from .ground_truth import load_labels
 from .html import render_html
 from .policy import Policy, PolicyError, load_policy
-from .spans import read_shadow_spans
+from .spans import NotOTLPError, read_shadow_spans
 from .text import format_text
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["MAX_LINE_ERRORS", "add_arguments", "run"]
+
+MAX_LINE_ERRORS = 10  # malformed lines reported one by one; the rest are counted
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,13 +35,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ground-truth", metavar="FILE", help="labels: CSV (correlation_id,label) or JSON lines, labels 0/1"
     )
-    parser.add_argument("--policy", metavar="TOML", help="policy file: min_samples = N, require = [rules]")
+    parser.add_argument(
+        "--policy",
+        metavar="TOML",
+        help="policy file: min_samples = N, min_labelled = N, require = [rules]",
+    )
     parser.add_argument(
         "--require",
         metavar="EXPR",
         action="append",
         default=[],
-        help="a rule, e.g. 'agreement >= 0.95' (repeatable)",
+        help="a rule, e.g. 'agreement >= 0.95' (repeatable); without any rule the default policy "
+        "applies (see README), with rules of your own it does not",
     )
     parser.add_argument(
         "--format", choices=("text", "json"), default="text", help="output format (default text)"
@@ -63,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
     def on_error(path: str, line: int, msg: str) -> None:
         malformed[0] += 1
-        print(f"{path}:{line}: skipped malformed line: {msg}", file=err)
+        if malformed[0] <= MAX_LINE_ERRORS:
+            print(f"{path}:{line}: skipped malformed line: {msg}", file=err)
 
     try:
         if args.bootstrap < 0:
@@ -74,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.policy:
             for text in args.require:
                 policy.add(text)
+        sources = ([f"--policy {args.policy}"] if args.policy else []) + (
+            ["--require"] if args.require else []
+        )
+        policy.description = "from " + " and ".join(sources) if sources else policy.description
         labels = None
         if args.ground_truth:
             labels = load_labels(
@@ -86,9 +98,16 @@ def run(args: argparse.Namespace) -> int:
             field=args.field, threshold=args.threshold, labels=labels, bootstrap=args.bootstrap
         )
         agg = aggregate(read_shadow_spans(args.spans, on_error), options)
-    except (ReportError, PolicyError, OSError) as exc:
+    except (ReportError, PolicyError, NotOTLPError, OSError) as exc:
         print(f"error: {exc}", file=err)
         return 2
+    finally:
+        if malformed[0] > MAX_LINE_ERRORS:
+            print(
+                f"... and {malformed[0] - MAX_LINE_ERRORS} more malformed line(s) skipped "
+                f"({malformed[0]} in all)",
+                file=err,
+            )
     agg.malformed = malformed[0]
     if args.field and args.field not in agg.numeric_fields:
         print(f"warning: no numeric recorded value named {args.field!r} in the spans", file=err)

@@ -124,6 +124,8 @@ def ground_truth_metrics(
             "method": method,
             "statistic": stat,
             "p_value": p_value if joined else None,
+            # "not significantly worse" in one rule: the p-value only counts against the candidate
+            "p_value_worse": (p_value if b > c else 1.0) if joined else None,
         },
         "auc_diff": auc_c - auc_p if auc_p is not None and auc_c is not None else None,
         "auc_diff_ci": list(ci) if ci is not None else None,

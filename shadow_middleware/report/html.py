@@ -14,8 +14,10 @@ from typing import Any
 
 from . import stats
 from .aggregate import Aggregate, Group
+from .build import LATENCY_BASES
 from .format import fmt
 from .metrics import LATENCY_METRICS, QUALITY_METRICS
+from .text import latency_note, why_rows
 
 __all__ = ["render_html"]
 
@@ -78,7 +80,7 @@ class _Plot:
             y1 = y0 + 1
         self.x0, self.x1, self.y0, self.y1 = x0, x1, y0, y1
         self.parts: list[str] = []
-        self.legend: list[tuple[str, str]] = []
+        self.legend: list[tuple[str, str, str]] = []  # label, color, dash
 
     def sx(self, x: float) -> float:
         if self.xlog:
@@ -98,7 +100,7 @@ class _Plot:
             f'stroke-width="1.8"{extra}/>'
         )
         if label:
-            self.legend.append((label, color))
+            self.legend.append((label, color, dash))
 
     def dots(self, points: Sequence[Point], color: str) -> None:
         self.parts.append(f'<g fill="{color}" fill-opacity="0.35">')
@@ -142,11 +144,11 @@ class _Plot:
             f'transform="rotate(-90 14 {(MT + H - MB) / 2})">{_e(self.ylabel)}</text>'
         )
         out.extend(self.parts)
-        for i, (label, color) in enumerate(self.legend):
+        for i, (label, color, dash) in enumerate(self.legend):
             y = MT + 14 + 15 * i
             out.append(
                 f'<line x1="{ML + 10}" y1="{y - 4}" x2="{ML + 28}" y2="{y - 4}" '
-                f'stroke="{color}" stroke-width="3"/>'
+                f'stroke="{color}" stroke-width="3"' + (f' stroke-dasharray="{dash}"' if dash else "") + "/>"
             )
             out.append(f'<text x="{ML + 33}" y="{y}" font-size="11">{_e(label)}</text>')
         out.append("</svg>")
@@ -166,9 +168,10 @@ def _cdf(values: Sequence[float]) -> list[Point]:
     return _downsample([(v, (i + 1) / n) for i, v in enumerate(s)])
 
 
-def latency_plot(group: Group) -> str:
+def latency_plot(group: Group, basis: str) -> str:
     p, c = group.lat_primary.items, group.lat_candidate.items
-    both = [v for v in (*p, *c) if v > 0]
+    server = group.lat_candidate_server.items if basis == "server_timing" else []
+    both = [v for v in (*p, *c, *server) if v > 0]
     if not both:
         return '<p class="empty">no latency measurements</p>'
     lo, hi = min(both), max(both)
@@ -181,9 +184,20 @@ def latency_plot(group: Group) -> str:
         (0.0, 1.0),
         xlog=xlog,
     )
-    plot.polyline(_cdf([v for v in p if v > 0 or not xlog]), PRIMARY, f"primary (n={group.lat_primary.seen})")
     plot.polyline(
-        _cdf([v for v in c if v > 0 or not xlog]), CANDIDATE, f"candidate (n={group.lat_candidate.seen})"
+        _cdf([v for v in p if v > 0 or not xlog]), PRIMARY, f"primary in-process (n={group.lat_primary.seen})"
+    )
+    if server:
+        plot.polyline(
+            _cdf([v for v in server if v > 0 or not xlog]),
+            CANDIDATE,
+            f"{LATENCY_BASES['server_timing']} (n={group.lat_candidate_server.seen})",
+        )
+    plot.polyline(
+        _cdf([v for v in c if v > 0 or not xlog]),
+        CANDIDATE,
+        f"{LATENCY_BASES['round_trip']} (n={group.lat_candidate.seen})",
+        dash="5 3" if server else "",
     )
     return plot.svg("latency")
 
@@ -243,10 +257,11 @@ def roc_plot(group: Group) -> str:
     return plot.svg("roc")
 
 
-def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str], css_class: str = "") -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_e(fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    cls = f' class="{css_class}"' if css_class else ""
+    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _group_section(g: Mapping[str, Any], group: Group, report: Mapping[str, Any]) -> str:
@@ -269,12 +284,20 @@ def _group_section(g: Mapping[str, Any], group: Group, report: Mapping[str, Any]
         ["timeout rate", g["timeout_rate"]],
     ]
     parts.append(_table(summary, ["metric", "value"]))
+    why = why_rows(g)
+    if why:
+        parts.append(_table(why, ["outcome", "kind", "reason / error type", "count"], css_class="why"))
     p, c = g["primary"], g["candidate"]
+    sides = [("primary (in-process)", p, "")]
+    if g["latency_basis"] == "server_timing":
+        sides.append((LATENCY_BASES["server_timing"], c, "server_"))
+    sides.append((LATENCY_BASES["round_trip"], c, ""))
     lat = [
-        [name, side["latency_n"], *(side[k] for k in LATENCY_METRICS), side["max_ms"]]
-        for name, side in (("primary", p), ("candidate", c))
+        [name, side[pre + "latency_n"], *(side[pre + k] for k in LATENCY_METRICS), side[pre + "max_ms"]]
+        for name, side, pre in sides
     ]
-    parts.append(_table(lat, ["latency (ms)", "n", "p50", "p95", "p99", "max"]))
+    parts.append(_table(lat, ["latency (ms)", "n", "p50", "p95", "p99", "max"], css_class="latency"))
+    parts.append(f'<p class="latency-basis">{_e(latency_note(g))}</p>')
     gt = g["ground_truth"]
     if gt is not None:
         rows = [[k, p.get(k), c.get(k)] for k in QUALITY_METRICS]
@@ -290,15 +313,33 @@ def _group_section(g: Mapping[str, Any], group: Group, report: Mapping[str, Any]
         )
         parts.append(f"<p>Ground truth: {gt['n']} requests with both scores and a label.</p>")
         parts.append(_table(rows, ["metric", "production", "candidate"]))
-    if g["rules"]:
+    policy = report["policy"]
+    settings = [
+        [
+            "PASS" if count >= minimum else "INSUFFICIENT",
+            f"{name} = {minimum}",
+            count,
+            minimum,
+            "",
+        ]
+        for name, minimum, count in (
+            ("min_samples", policy["min_samples"], g["compared"]),
+            ("min_labelled", policy["min_labelled"], gt["n"] if gt is not None else None),
+        )
+        if minimum and count is not None
+    ]
+    rules = [[r["status"], r["rule"], r["left"], r["right"], r["note"] or ""] for r in g["rules"]]
+    if rules or settings:
+        parts.append(f'<p class="policy">Policy: {_e(policy["description"])}</p>')
         parts.append(
             _table(
-                [[r["status"], r["rule"], r["left"], r["right"]] for r in g["rules"]],
-                ["status", "rule", "left", "right"],
+                settings + rules,
+                ["status", "rule", "left", "right", "note"],
+                css_class="rules",
             )
         )
     parts.append('<div class="plots">')
-    parts.append(latency_plot(group))
+    parts.append(latency_plot(group, g["latency_basis"]))
     parts.append(scatter_plot(group, report["score_field"], report["threshold"]))
     parts.append(agreement_plot(group))
     if gt is not None:
@@ -311,6 +352,7 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222}
 table{border-collapse:collapse;margin:8px 16px 8px 0;display:inline-table;vertical-align:top}
 th,td{border:1px solid #ccc;padding:3px 8px;font-size:13px}td{text-align:right}td:first-child{text-align:left}
+.why td,.rules td{text-align:left}
 .plots svg{margin:6px;border:1px solid #eee;background:#fff}
 .verdict{font-size:14px;padding:2px 8px;border-radius:4px;color:#fff;background:#888}
 .verdict.promote{background:#2a7}.verdict.reject{background:#c33}.verdict.insufficient{background:#d90}
@@ -329,6 +371,8 @@ def render_html(report: Mapping[str, Any], agg: Aggregate) -> str:
         f"<style>{_CSS}</style></head><body>"
         f'<h1>Shadow report <span class="verdict {_e(report["verdict"])}">{_e(report["verdict"])}</span></h1>'
         f"<p>{report['spans']} shadow spans; score field {_e(report['score_field'] or 'n/a')}, "
-        f"threshold {_e(report['threshold'])}; min_samples {policy['min_samples']}; "
-        f"{len(policy['require'])} rule(s).</p>" + "\n".join(sections) + "</body></html>\n"
+        f"threshold {_e(report['threshold'])}; policy: {_e(policy['description'])}, "
+        f"min_samples {policy['min_samples']}; {len(policy['require'])} rule(s).</p>"
+        + "\n".join(sections)
+        + "</body></html>\n"
     )

@@ -9,10 +9,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["LATENCY_METRICS", "METRICS", "QUALITY_METRICS", "SIDES", "policy_metrics"]
+__all__ = [
+    "LATENCY_METRICS",
+    "METRICS",
+    "QUALITY_METRICS",
+    "SERVER_LATENCY_METRICS",
+    "SIDES",
+    "policy_metrics",
+]
 
 SIDES = ("primary", "candidate")
+# primary: time in the app, measured in process; candidate: the round trip from the shadow client
 LATENCY_METRICS = ("p50_ms", "p95_ms", "p99_ms")
+# candidate only: its own time from its Server-Timing header, comparable with primary's in-process figures;
+# unavailable unless most of the candidate's answers carried it
+SERVER_LATENCY_METRICS = ("server_p50_ms", "server_p95_ms", "server_p99_ms")
 QUALITY_METRICS = ("accuracy", "precision", "recall", "f1", "auc", "brier")  # with ground truth
 
 # Where a value sits in a group's report: dictionary keys and list indices, outermost first.
@@ -34,6 +45,10 @@ _GROUP_METRICS: dict[str, tuple[str, ReportPath]] = {
     "max_abs_diff": ("max |primary - candidate| of the score field", ("max_abs_diff",)),
     "gt_n": ("requests with both scores and a label", ("ground_truth", "n")),
     "mcnemar_p": ("McNemar p-value on decisions (ground truth)", ("ground_truth", "mcnemar", "p_value")),
+    "mcnemar_p_worse": (
+        "mcnemar_p when production is right more often where the decisions differ, else 1",
+        ("ground_truth", "mcnemar", "p_value_worse"),
+    ),
     "auc_diff": ("candidate.auc - primary.auc", ("ground_truth", "auc_diff")),
     "auc_diff_low": ("bootstrap 95% CI lower bound of auc_diff", ("ground_truth", "auc_diff_ci", 0)),
     "auc_diff_high": ("bootstrap 95% CI upper bound of auc_diff", ("ground_truth", "auc_diff_ci", 1)),
@@ -45,6 +60,10 @@ METRICS: dict[str, tuple[str, ReportPath]] = {
         f"{side}.{name}": (f"{side} {name}", (side, name))
         for side in SIDES
         for name in (*LATENCY_METRICS, *QUALITY_METRICS)
+    },
+    **{
+        f"candidate.{name}": (f"candidate server time (Server-Timing) {name[7:]}", ("candidate", name))
+        for name in SERVER_LATENCY_METRICS
     },
 }
 

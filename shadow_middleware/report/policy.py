@@ -2,11 +2,15 @@
 
 A rule is ``EXPR OP EXPR`` with ``OP`` one of ``>= <= > < == !=``; an expression is built from
 numbers, metric names (letters, digits, ``_`` and ``.``), ``+ - * /``, unary minus and parentheses,
-with the usual precedence. ``min_samples = N`` is special: a group with fewer than ``N`` comparisons
-(match + mismatch) is "not enough data". A policy file is TOML::
+with the usual precedence. ``min_samples = N`` and ``min_labelled = N`` are settings, not rules: a
+group with fewer than ``N`` comparisons (match + mismatch), or with ground truth fewer than ``N``
+requests with both scores and a label, is "not enough data". A policy file is TOML::
 
     min_samples = 500
-    require = ["agreement >= 0.95", "candidate.p99_ms <= 1.2 * primary.p99_ms"]
+    require = ["agreement >= 0.95", "candidate.server_p95_ms <= 1.25 * primary.p95_ms + 1"]
+
+No rule never means "promote": when the user gives no rule, :data:`DEFAULT_RULES` apply
+(:func:`effective_policy`); the user's rules replace them all.
 """
 
 from __future__ import annotations
@@ -14,19 +18,27 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .metrics import METRICS
 
 __all__ = [
+    "DEFAULT_MIN_LABELLED",
+    "DEFAULT_MIN_SAMPLES",
+    "DEFAULT_RULES",
+    "SETTINGS",
+    "DefaultRule",
     "Policy",
     "PolicyError",
     "Rule",
     "RuleResult",
+    "effective_policy",
     "load_policy",
     "parse_rule",
 ]
+
+SETTINGS = ("min_samples", "min_labelled")
 
 _COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     ">=": lambda a, b: a >= b,
@@ -220,8 +232,9 @@ class RuleResult:
     rule: Rule
     left: float | None
     right: float | None
-    status: str  # "PASS" | "FAIL" | "N/A"
+    status: str  # "PASS" | "FAIL" | "N/A" | "SKIP" (a default rule that does not apply here)
     missing: tuple[str, ...] = ()
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,11 +243,16 @@ class Rule:
     left: Expr
     op: str
     right: Expr
+    # default rules only: skipped (not "not enough data") when this metric is unavailable, saying why
+    skip_without: str | None = None
+    skip_note: str | None = None
 
     def names(self) -> list[str]:
         return _names(self.left) + _names(self.right)
 
     def check(self, metrics: Mapping[str, float | None]) -> RuleResult:
+        if self.skip_without is not None and metrics.get(self.skip_without) is None:
+            return RuleResult(self, None, None, "SKIP", (), self.skip_note)
         left, right = evaluate(self.left, metrics), evaluate(self.right, metrics)
         if left is None or right is None:
             missing = tuple(dict.fromkeys(n for n in self.names() if metrics.get(n) is None))
@@ -244,35 +262,70 @@ class Rule:
 
 @dataclass
 class Policy:
+    """The rules and settings a report is judged by.
+
+    ``given`` is true when anything came from the user (``--require``, ``--policy``); ``source``
+    is ``"user"``, or ``"default"`` for the policy :func:`effective_policy` substitutes when the
+    user gave no rule, and ``description`` says so in the report.
+    """
+
     rules: list[Rule] = field(default_factory=list)
     min_samples: int = 0
+    min_labelled: int = 0
+    given: bool = False
+    source: str = "user"
+    description: str = "rules of your own"
+    _set: set[str] = field(default_factory=set, repr=False)
+
+    def set_setting(self, name: str, value: int) -> None:
+        """Set ``min_samples`` or ``min_labelled``."""
+        setattr(self, name, value)
+        self._set.add(name)
+        self.given = True
+
+    def is_set(self, name: str) -> bool:
+        return name in self._set
 
     def add(self, text: str) -> None:
-        """Parse ``text`` (a rule or ``min_samples = N``) into this policy."""
+        """Parse ``text`` (a rule, ``min_samples = N`` or ``min_labelled = N``) into this policy."""
+        setting = _parse_setting(text)
+        if setting is not None:
+            self.set_setting(*setting)
+            return
         parsed = parse_rule(text)
-        if isinstance(parsed, int):
-            self.min_samples = parsed
-        else:
-            self.rules.append(parsed)
+        assert not isinstance(parsed, int)  # min_samples is a setting: handled above
+        self.rules.append(parsed)
+        self.given = True
+
+
+def _parse_setting(text: str) -> tuple[str, int] | None:
+    """``(name, N)`` for ``NAME = N`` with ``NAME`` one of :data:`SETTINGS`; ``None`` for anything
+    else (a rule). Raises :class:`PolicyError` for a malformed setting."""
+    try:
+        parser = _Parser(text)
+        toks = parser.toks
+        if len(toks) < 2 or toks[0].kind != "name" or toks[0].text not in SETTINGS or toks[1].kind != "=":
+            return None
+        name = toks[0].text
+        if len(toks) != 4 or toks[2].kind != "num":
+            raise parser.fail(toks[2] if len(toks) > 2 else toks[-1], f"an integer after '{name} ='")
+        value = float(toks[2].text)
+        if value < 0 or value != int(value):
+            raise PolicyError(f"{name} must be a non-negative integer, got {toks[2].text}")
+        return name, int(value)
+    except PolicyError as exc:
+        raise PolicyError(f"rule {text!r}: {exc}") from None
 
 
 def parse_rule(text: str) -> Rule | int:
     """A :class:`Rule`, or the ``N`` of ``min_samples = N``. Raises :class:`PolicyError`."""
+    setting = _parse_setting(text)
+    if setting is not None:
+        if setting[0] != "min_samples":
+            raise PolicyError(f"rule {text!r}: {setting[0]} is a setting: add it to a Policy")
+        return setting[1]
     try:
         parser = _Parser(text)
-        toks = parser.toks
-        if (
-            len(toks) >= 2
-            and toks[0].kind == "name"
-            and toks[0].text == "min_samples"
-            and toks[1].kind == "="
-        ):
-            if len(toks) != 4 or toks[2].kind != "num":
-                raise parser.fail(toks[2] if len(toks) > 2 else toks[-1], "an integer after 'min_samples ='")
-            value = float(toks[2].text)
-            if value < 0 or value != int(value):
-                raise PolicyError(f"min_samples must be a non-negative integer, got {toks[2].text}")
-            return int(value)
         left = parser.expr()
         cmp = parser.take()
         if cmp.kind != "cmp":
@@ -297,17 +350,18 @@ def load_policy(path: str | Path, extra: Sequence[str] = ()) -> Policy:
         raise PolicyError(f"{path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{path}: {exc}") from None
-    policy = Policy()
-    unknown = set(doc) - {"min_samples", "require"}
+    policy = Policy(given=True)
+    unknown = set(doc) - {*SETTINGS, "require"}
     if unknown:
         raise PolicyError(
-            f"{path}: unknown keys {', '.join(sorted(unknown))} (expected min_samples, require)"
+            f"{path}: unknown keys {', '.join(sorted(unknown))} (expected {', '.join(SETTINGS)}, require)"
         )
-    if "min_samples" in doc:
-        value = doc["min_samples"]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise PolicyError(f"{path}: min_samples must be a non-negative integer, got {value!r}")
-        policy.min_samples = value
+    for name in SETTINGS:
+        if name in doc:
+            value = doc[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise PolicyError(f"{path}: {name} must be a non-negative integer, got {value!r}")
+            policy.set_setting(name, value)
     require = doc.get("require", [])
     if not isinstance(require, list) or not all(isinstance(r, str) for r in require):
         raise PolicyError(f"{path}: require must be a list of strings")
@@ -319,3 +373,90 @@ def load_policy(path: str | Path, extra: Sequence[str] = ()) -> Policy:
     for text in extra:
         policy.add(text)
     return policy
+
+
+# --- the default policy ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DefaultRule:
+    """One rule of the default policy: when it applies, and why it is there (for the README)."""
+
+    text: str
+    when: str  # "always", "ground_truth" (--ground-truth given) or "no_ground_truth"
+    why: str
+    skip_without: str | None = None  # skipped, saying ``skip_note``, when this metric is unavailable
+    skip_note: str | None = None
+
+
+DEFAULT_MIN_SAMPLES = 100
+DEFAULT_MIN_LABELLED = 100
+_NOT_LIKE_FOR_LIKE = (
+    "not judged: no Server-Timing from the candidate, and its round trip is not comparable with "
+    "production's in-process time"
+)
+DEFAULT_RULES: tuple[DefaultRule, ...] = (
+    DefaultRule(
+        "error_rate <= 0.01",
+        "always",
+        "the candidate fails (no answer, or a 5xx where production had none) at most once in 100",
+    ),
+    DefaultRule("timeout_rate <= 0.01", "always", "and times out at most once in 100"),
+    DefaultRule(
+        "agreement >= 0.95",
+        "no_ground_truth",
+        "without labels, sameness is the only evidence of quality: at most 1 answer in 20 differs",
+    ),
+    DefaultRule(
+        "agreement >= 0.8",
+        "ground_truth",
+        "with labels, they judge quality; agreement only stops a candidate that answers something "
+        "else (an error page, another schema, a different product)",
+    ),
+    DefaultRule(
+        "candidate.server_p95_ms <= 1.25 * primary.p95_ms + 1",
+        "always",
+        "like with like: the candidate's own time (Server-Timing) against production's in-process "
+        "time; p95, steady at 100 samples; +1 ms so sub-millisecond noise cannot fail it. "
+        "Skipped when the candidate sends no Server-Timing",
+        skip_without="candidate.server_p95_ms",
+        skip_note=_NOT_LIKE_FOR_LIKE,
+    ),
+    DefaultRule(
+        "auc_diff_high >= 0",
+        "ground_truth",
+        "not significantly worse at ranking: the 95% CI of candidate - production AUC reaches 0",
+    ),
+    DefaultRule(
+        "mcnemar_p_worse >= 0.05",
+        "ground_truth",
+        "not significantly worse in decisions: McNemar, where production is right more often",
+    ),
+)
+DEFAULT_DESCRIPTION = "default (no --require/--policy given)"
+
+
+def effective_policy(policy: Policy, ground_truth: bool) -> Policy:
+    """``policy`` when it has a rule; else the default policy for a run with or without ground truth,
+    keeping a ``min_samples`` / ``min_labelled`` the user did set."""
+    if policy.rules:
+        return policy
+    rules = [
+        replace(parsed, skip_without=d.skip_without, skip_note=d.skip_note)
+        for d in DEFAULT_RULES
+        if d.when in ("always", "ground_truth" if ground_truth else "no_ground_truth")
+        and not isinstance(parsed := parse_rule(d.text), int)
+    ]
+    given = [f"{name} = {getattr(policy, name)}" for name in SETTINGS if policy.is_set(name)]
+    return Policy(
+        rules,
+        min_samples=policy.min_samples if policy.is_set("min_samples") else DEFAULT_MIN_SAMPLES,
+        min_labelled=policy.min_labelled if policy.is_set("min_labelled") else DEFAULT_MIN_LABELLED,
+        given=policy.given,
+        source="default",
+        description=(
+            f"default rules (no rule in --require/--policy; {', '.join(given)} given)"
+            if given
+            else DEFAULT_DESCRIPTION
+        ),
+    )

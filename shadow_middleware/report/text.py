@@ -6,10 +6,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._outcomes import OUTCOMES
+from .build import LATENCY_BASES
 from .format import fmt
 from .metrics import LATENCY_METRICS, QUALITY_METRICS
 
-__all__ = ["format_text"]
+__all__ = ["format_text", "latency_note", "why_rows"]
 
 
 def _table(rows: Sequence[Sequence[str]]) -> list[str]:
@@ -19,6 +20,33 @@ def _table(rows: Sequence[Sequence[str]]) -> list[str]:
         cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
         out.append("  " + "  ".join(cells).rstrip())
     return out
+
+
+def why_rows(g: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
+    """``(outcome, "reason" | "error type", value, count)`` for a group: why exchanges did not match."""
+    rows = [
+        (outcome, "reason", reason, count)
+        for outcome, reasons in g["reasons_by_outcome"].items()
+        for reason, count in reasons.items()
+    ]
+    rows += [("error / timeout", "error type", etype, count) for etype, count in g["error_types"].items()]
+    return rows
+
+
+def latency_note(g: Mapping[str, Any]) -> str:
+    """Which latencies the report compares, in words."""
+    c = g["candidate"]
+    if g["latency_basis"] == "server_timing":
+        return f"latency compared: production in-process vs {LATENCY_BASES['server_timing']}"
+    why = (
+        f"Server-Timing on {c['server_latency_n']} of {c['latency_n']} answers only"
+        if c["server_latency_n"]
+        else "no Server-Timing from the candidate"
+    )
+    return (
+        f"latency: production in-process vs {LATENCY_BASES['round_trip']} (network and shadow client "
+        f"included), not like for like: {why}"
+    )
 
 
 def format_text(report: Mapping[str, Any]) -> str:
@@ -56,20 +84,30 @@ def format_text(report: Mapping[str, Any]) -> str:
                 lines.append(
                     f"  |primary - candidate| {name}: mean {fmt(d['mean_abs'])}, max {fmt(d['max_abs'])}"
                 )
-        if g["reasons"]:
-            lines.append("  reasons: " + ", ".join(f"{k} {v}" for k, v in g["reasons"].items()))
+        reasons = [
+            f"{reason} {count} ({outcome})"
+            for outcome, by_reason in g["reasons_by_outcome"].items()
+            for reason, count in by_reason.items()
+        ]
+        if reasons:
+            lines.append("  reasons: " + ", ".join(reasons))
         if g["error_types"]:
             lines.append("  error types: " + ", ".join(f"{k} {v}" for k, v in g["error_types"].items()))
         p, c = g["primary"], g["candidate"]
         rows = [["latency (ms)", "n", "p50", "p95", "p99", "max"]]
-        for label, side in (("primary", p), ("candidate", c)):
-            est = "" if side["latency_exact"] else "~"
+        sides = [("primary (in-process)", p, "")]
+        if g["latency_basis"] == "server_timing":
+            sides.append((LATENCY_BASES["server_timing"], c, "server_"))
+        sides.append((LATENCY_BASES["round_trip"], c, ""))
+        for label, side, prefix in sides:
+            est = "" if side[prefix + "latency_exact"] else "~"
             rows.append(
-                [label, str(side["latency_n"])]
-                + [est + fmt(side[k], 2) for k in (*LATENCY_METRICS, "max_ms")]
+                [label, str(side[prefix + "latency_n"])]
+                + [est + fmt(side[prefix + k], 2) for k in (*LATENCY_METRICS, "max_ms")]
             )
         lines.append("")
         lines.extend(_table(rows))
+        lines.append("  " + latency_note(g))
         gt = g["ground_truth"]
         if gt is not None:
             lines.append("")
@@ -94,15 +132,22 @@ def format_text(report: Mapping[str, Any]) -> str:
                 + (f"[{aci[0]:.4f}, {aci[1]:.4f}]" if aci else "n/a")
                 + f" ({gt['bootstrap_resamples']} paired resamples)"
             )
-        if g["rules"] or report["policy"]["min_samples"]:
+        policy = report["policy"]
+        if g["rules"] or policy["min_samples"] or policy["min_labelled"]:
             lines.append("")
-            lines.append("  policy:")
-            ms = report["policy"]["min_samples"]
+            lines.append(f"  policy: {policy['description']}")
+            ms = policy["min_samples"]
             if ms:
                 ok = "PASS" if g["compared"] >= ms else "INSUFFICIENT"
                 lines.append(f"    {ok:<5} min_samples = {ms}   (compared {g['compared']})")
+            ml = policy["min_labelled"]
+            if ml and gt is not None:
+                ok = "PASS" if gt["n"] >= ml else "INSUFFICIENT"
+                lines.append(f"    {ok:<5} min_labelled = {ml}   (labelled {gt['n']})")
             for r in g["rules"]:
-                if r["status"] == "N/A":
+                if r["status"] == "SKIP":
+                    detail = r["note"] or "does not apply"
+                elif r["status"] == "N/A":
                     detail = (
                         "unavailable: " + ", ".join(r["missing"])
                         if r["missing"]
@@ -113,5 +158,10 @@ def format_text(report: Mapping[str, Any]) -> str:
                 lines.append(f"    {r['status']:<5} {r['rule']}   ({detail})")
         lines.append(f"  group verdict: {g['verdict']}")
     lines.append("")
+    if report["policy"]["source"] == "default":
+        lines.append(
+            f"policy: {report['policy']['description']}; rules of your own (--require, --policy) "
+            "replace the default rules"
+        )
     lines.append(f"verdict: {report['verdict'].upper()} (exit status {report['exit_code']})")
     return "\n".join(lines) + "\n"
