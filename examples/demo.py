@@ -237,10 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     span_file = out / "shadow-spans.jsonl"
     span_file.unlink(missing_ok=True)
     labels_file = out / "labels.csv"
+    reference_file = out / "reference.csv"
 
     rows = data.load()
     live = rows[2000:]  # held out from training: the "live traffic"
     data.write_labels(labels_file, live)
+    data.write_reference(reference_file, rows[: data.TRAIN_SIZE])  # drift: against the training rows
     payloads = [data.features_only(live[i % len(live)]) for i in range(args.requests)]
     labels = {str(r["customer_id"]): int(r["churned"]) for r in live}
 
@@ -337,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
             str(span_file),
             "--ground-truth",
             str(labels_file),
+            "--reference",
+            str(reference_file),
             "--html",
             str(html),
         ]

@@ -114,6 +114,9 @@ class Diff:
     # (attribute suffix, primary value, candidate value); values may be None when absent.
     values: list[tuple[str, AttrValue | None, AttrValue | None]] = field(default_factory=list)
     candidate_unparseable: bool = False
+    decisions: int = 0  # numbers compared as decisions (Compare.threshold)
+    flips: int = 0  # of which the decisions differ
+    score_abs_diff: float | None = None  # |primary - candidate| of the first numeric field
 
     def add(self, tokens: tuple[str, ...]) -> None:
         self.count += 1
@@ -137,7 +140,11 @@ class _Differ:
 
     def numbers_equal(self, a: float, b: float) -> bool:
         if self.threshold is not None:
-            return (a >= self.threshold) == (b >= self.threshold)
+            self.diff.decisions += 1
+            same = (a >= self.threshold) == (b >= self.threshold)
+            if not same:
+                self.diff.flips += 1
+            return same
         if a == b:
             return True
         if a != a and b != b:  # NaN on both sides (json.loads accepts NaN) is the same answer
@@ -218,6 +225,13 @@ def compare_bodies(cfg: Compare, primary: bytes, candidate: bytes) -> Diff:
         p_val = resolve(p_doc, p_tokens)
         c_val = resolve(c_doc, c_tokens)
         differ.walk(p_val, c_val, p_tokens)
+        if diff.score_abs_diff is None and _is_number(p_val) and _is_number(c_val):
+            try:
+                gap = abs(float(p_val) - float(c_val))
+            except OverflowError:  # integers beyond float range
+                gap = math.inf
+            if math.isfinite(gap):
+                diff.score_abs_diff = gap
         if cfg.record_values:
             diff.values.append(
                 (

@@ -42,6 +42,7 @@ def judge(job: Job, config: ShadowConfig) -> Result:
     (or given up on)."""
     r = _result(job.state.target, job.tap.route, job.method, job.url)
     r.correlation_id = job.tap.correlation_id
+    r.inputs = job.tap.inputs
     primary = job.primary
     assert primary is not None
     if primary.status is not None:
@@ -73,6 +74,8 @@ def judge(job: Job, config: ShadowConfig) -> Result:
         r.diff_count = diff.count
         r.diff_paths = diff.paths
         r.values = diff.values
+        r.decision_flip = diff.flips > 0 if diff.decisions else None
+        r.score_abs_diff = diff.score_abs_diff
         same = diff.count == 0 and candidate.status == primary.status
         r.outcome = Outcome.MATCH if same else Outcome.MISMATCH
         if diff.candidate_unparseable:

@@ -28,3 +28,9 @@ class Result:
     correlation_id: str | None = None
     error_type: str | None = None
     candidate_truncated: bool = False
+    # ShadowConfig.record_inputs found in the request body: (attribute suffix, scalar value)
+    inputs: tuple[tuple[str, AttrValue], ...] = ()
+    # With Compare.threshold: whether a thresholded decision differed (None: no number compared)
+    decision_flip: bool | None = None
+    # |primary - candidate| of the first of Compare.fields that is a number on both sides
+    score_abs_diff: float | None = None

@@ -689,13 +689,15 @@ def test_streaming_200k_spans_in_bounded_memory(tmp_path: Path) -> None:
 
 
 def test_streaming_tracemalloc_peak(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Python allocations stay bounded once the reservoirs are full: 30k spans with reservoirs of
-    2k values allocate at peak about what 10k spans do (one line of JSON is ~250 KB)."""
+    """Python allocations stay bounded once the reservoirs are full: 18k spans with reservoirs of
+    1.2k values allocate at peak about what 6k spans do (one line of JSON is ~250 KB). (Sizes keep
+    the test under 10 s: tracemalloc makes every allocation of the reader ~7x slower.)"""
     from shadow_middleware.report import aggregate as aggregate_module
 
-    monkeypatch.setattr(aggregate_module, "LATENCY_RESERVOIR", 2000)
+    monkeypatch.setattr(aggregate_module, "LATENCY_RESERVOIR", 1200)
+    monkeypatch.setattr(aggregate_module, "SCORE_RESERVOIR", 1200)
     peaks = []
-    for n in (10_000, 30_000):
+    for n in (6_000, 18_000):
         path = _big_file(tmp_path / f"s{n}.jsonl", n)
         tracemalloc.start()
         try:

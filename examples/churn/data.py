@@ -142,6 +142,27 @@ def features_only(row: Mapping[str, Value]) -> Row:
     return {key: value for key, value in row.items() if key != LABEL}
 
 
+FEATURES = (
+    "tenure_months",
+    "monthly_charges",
+    "support_calls",
+    "contract",
+    "has_fiber",
+    "payment_electronic",
+    "age",
+)
+
+
+def write_reference(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Value]]) -> None:
+    """The model inputs as CSV, one column per input (named as the report's ``<p>``), booleans as
+    ``true``/``false`` as JSON has them: the reference sample for ``report --reference``."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(FEATURES)
+        for row in rows:
+            writer.writerow([str(row[k]).lower() if isinstance(row[k], bool) else row[k] for k in FEATURES])
+
+
 def write_labels(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Value]]) -> None:
     """Ground truth as CSV, ``correlation_id,label`` (customer id, 0/1), to join with shadow spans."""
     with open(path, "w", newline="", encoding="utf-8") as f:

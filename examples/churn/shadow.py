@@ -38,5 +38,17 @@ def shadow_config() -> ShadowConfig:
             "compare": {"fields": ["/churn_probability", "/make_offer"], "threshold": 0.5},
             # Ground truth arrives later keyed by customer: record the id to join it.
             "correlation_id": "json:/customer_id",
+            # The model's inputs, on the spans, for drift against the training data (report
+            # --reference). Opt-in: these are customer attributes; record only what your
+            # telemetry backend may keep (see README, "Request inputs and personal data").
+            "record_inputs": [
+                "/tenure_months",
+                "/monthly_charges",
+                "/support_calls",
+                "/age",
+                "/contract",
+                "/has_fiber",
+                "/payment_electronic",
+            ],
         }
     )

@@ -14,15 +14,22 @@ candidate's ``duration_ms`` is a round trip from the shadow client (network, con
 included). When most of the candidate's answers carry its own time (``Server-Timing``, recorded as
 ``shadow.candidate.server_duration_ms``), the report gives that too (``candidate.server_p50_ms``...)
 and compares it (``latency_basis`` ``"server_timing"``); else ``latency_basis`` is ``"round_trip"``.
+
+Decision depth: ``auc_diff`` (with ground truth: ``{estimate, ci, p, method}``, DeLong's test by
+default), ``drift`` (``features``: per recorded input with a ``--reference``, ``{n, psi, ks, ks_p}``;
+``scores``: PSI of the candidate's scores against production's; ``max_psi`` over the inputs) and
+``disagreements`` (the ``--top`` exchanges with the largest score difference).
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from .._outcomes import OUTCOMES, Outcome
 from . import stats
 from .aggregate import Aggregate, Group, ReportOptions
+from .drift import score_psi
 from .ground_truth import ground_truth_metrics
 from .metrics import policy_metrics
 from .policy import Policy, RuleResult, effective_policy
@@ -78,7 +85,9 @@ def group_report(group: Group, options: ReportOptions) -> dict[str, Any]:
     candidate.update(server)
     gt: dict[str, Any] | None = None
     if options.labels is not None:
-        gp, gc, gt = ground_truth_metrics(group.joined, options.threshold, options.bootstrap, options.seed)
+        gp, gc, gt = ground_truth_metrics(
+            group.joined, options.threshold, options.auc_ci, options.bootstrap, options.seed
+        )
         gt["scored"] = group.scored
         gt["scored_with_id"] = group.scored_with_id
         gt["without_label"] = group.scored_with_id - len(group.joined)
@@ -121,7 +130,42 @@ def group_report(group: Group, options: ReportOptions) -> dict[str, Any]:
         "primary": primary,
         "candidate": candidate,
         "ground_truth": gt,
+        "auc_diff": gt.pop("auc_diff_test") if gt is not None else None,
+        "drift": _drift(group),
+        "disagreements": _disagreements(group, options.trace_url),
     }
+
+
+def _drift(group: Group) -> dict[str, Any]:
+    features = {name: live.result() for name, live in sorted(group.inputs.items())}
+    psis = [f["psi"] for f in features.values() if f["psi"] is not None]
+    return {
+        "features": features,
+        "max_psi": max(psis) if psis else None,
+        "scores": {"n": group.scores.seen, "exact": group.scores.exact, "psi": score_psi(group.scores.items)},
+    }
+
+
+def trace_link(template: str | None, trace_id: str) -> str | None:
+    """The user's trace viewer URL for ``trace_id`` (``--trace-url``, validated by the CLI)."""
+    if template is None or not trace_id:
+        return None
+    return template.replace("{trace_id}", quote(trace_id, safe=""))
+
+
+def _disagreements(group: Group, trace_url: str | None) -> list[dict[str, Any]]:
+    return [
+        {
+            "correlation_id": None if cid is None else str(cid),
+            "trace_id": trace_id,
+            "primary": p,
+            "candidate": c,
+            "abs_diff": gap,
+            "paths": [str(x) for x in paths] if isinstance(paths, list) else [],
+            "trace_url": trace_link(trace_url, trace_id),
+        }
+        for gap, _seq, cid, trace_id, p, c, paths in group.disagreements()
+    ]
 
 
 def _judge(g: dict[str, Any], policy: Policy) -> tuple[str, list[RuleResult]]:

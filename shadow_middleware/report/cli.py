@@ -1,6 +1,10 @@
 """The ``report`` command's options and its run: read, aggregate, build, print, exit status.
 
 Exit status 0 promote, 1 reject, 2 not enough data or a usage error (bad option, rule or file).
+
+The report needs the ``report`` extra (numpy, msgspec): ``pip install 'shadow_middleware[report]'``.
+Building the parser imports nothing of it, so ``check-config`` works without; :func:`run` says what to
+install when it is missing.
 """
 
 from __future__ import annotations
@@ -8,20 +12,64 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+import time
 from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit
 
-from .aggregate import BOOTSTRAP_RESAMPLES, ReportError, ReportOptions, aggregate
-from .build import build_report
-from .ground_truth import load_labels
-from .html import render_html
-from .policy import Policy, PolicyError, load_policy
-from .spans import NotOTLPError, read_shadow_spans
-from .text import format_text
-
-__all__ = ["MAX_LINE_ERRORS", "add_arguments", "run"]
+__all__ = ["MAX_LINE_ERRORS", "MISSING_EXTRA", "add_arguments", "run", "trace_url_problem"]
 
 MAX_LINE_ERRORS = 10  # malformed lines reported one by one; the rest are counted
+BOOTSTRAP_RESAMPLES = 1000  # aggregate.BOOTSTRAP_RESAMPLES (kept here: building the parser imports nothing)
+TOP_DISAGREEMENTS = 20  # aggregate.TOP_DISAGREEMENTS
+MISSING_EXTRA = (
+    "error: the report needs numpy and msgspec (the 'report' extra): pip install 'shadow_middleware[report]'"
+)
+
+
+def trace_url_problem(template: str) -> str | None:
+    """Why ``--trace-url`` is unusable, or ``None``: an http(s) URL with a host and ``{trace_id}``."""
+    if "{trace_id}" not in template:
+        return "must contain {trace_id}"
+    if any(ch in template.replace("{trace_id}", "") for ch in "{}"):
+        return "no placeholder other than {trace_id}"
+    if any(ord(ch) < 0x21 or ch in '"<>\\^`|' for ch in template):
+        return "no spaces, quotes or control characters"
+    parts = urlsplit(template.replace("{trace_id}", "0" * 32))
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "must be an http:// or https:// URL with a host"
+    return None
+
+
+class ProgressBar:
+    """``reading [#####.....] 45%  820 / 1820 MB  12 s`` on a terminal, at most 5 times a second."""
+
+    def __init__(self, total: int, stream: IO[str]) -> None:
+        self.total = max(total, 1)
+        self.stream = stream
+        self.start = self.last = time.monotonic()
+        self.shown = False
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.2 and done < self.total:
+            return
+        self.last = now
+        frac = min(done / self.total, 1.0)
+        bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
+        self.stream.write(
+            f"\r  reading [{bar}] {100 * frac:3.0f}%  {done / 1e6:,.0f} / {self.total / 1e6:,.0f} MB"
+            f"  {now - self.start:.0f} s"
+        )
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,18 +103,62 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--html", metavar="FILE", help="also write a self-contained HTML report with SVG plots"
     )
     parser.add_argument(
+        "--auc-ci",
+        choices=("delong", "bootstrap"),
+        default="delong",
+        help="the AUC difference's 95%% interval and p-value: DeLong's test (default; exact, "
+        "O(n log n)) or a paired percentile bootstrap (no p-value; O(N x n), slow)",
+    )
+    parser.add_argument(
         "--bootstrap",
         type=int,
         default=BOOTSTRAP_RESAMPLES,
         metavar="N",
-        help=f"bootstrap resamples for the AUC difference CI (default {BOOTSTRAP_RESAMPLES})",
+        help=f"resamples for --auc-ci bootstrap (default {BOOTSTRAP_RESAMPLES})",
+    )
+    parser.add_argument(
+        "--reference",
+        metavar="FILE",
+        help="drift: a reference sample of the inputs (CSV whose header names them, or JSON lines), "
+        "compared with the recorded inputs (record_inputs): KS and PSI per input",
+    )
+    parser.add_argument(
+        "--top",
+        type=int,
+        default=TOP_DISAGREEMENTS,
+        metavar="N",
+        help=f"list the N exchanges with the largest score difference (default {TOP_DISAGREEMENTS})",
+    )
+    parser.add_argument(
+        "--trace-url",
+        metavar="TEMPLATE",
+        help="link trace ids in the HTML to your trace viewer, e.g. 'https://tempo.example/trace/{trace_id}'",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (shown on a terminal only)"
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the report for ``args`` (from :func:`add_arguments`); returns the exit status."""
     out, err = sys.stdout, sys.stderr
+    try:
+        import msgspec  # noqa: F401
+        import numpy  # noqa: F401
+    except ImportError:
+        print(MISSING_EXTRA, file=err)
+        return 2
+    from .aggregate import ReportError, ReportOptions, aggregate_batches
+    from .build import build_report
+    from .drift import ReferenceError, load_reference
+    from .ground_truth import load_labels
+    from .html import render_html
+    from .policy import Policy, PolicyError, load_policy
+    from .spans import NotOTLPError, read_span_batches
+    from .text import format_text
+
     malformed = [0]
+    progress: ProgressBar | None = None
 
     def on_error(path: str, line: int, msg: str) -> None:
         malformed[0] += 1
@@ -78,6 +170,10 @@ def run(args: argparse.Namespace) -> int:
             raise ReportError("--bootstrap must be >= 0")
         if not math.isfinite(args.threshold):
             raise ReportError("--threshold must be a finite number")
+        if args.top < 0:
+            raise ReportError("--top must be >= 0")
+        if args.trace_url is not None and (problem := trace_url_problem(args.trace_url)):
+            raise ReportError(f"--trace-url {problem}, e.g. 'https://tempo.example/trace/{{trace_id}}'")
         policy = load_policy(args.policy, args.require) if args.policy else Policy()
         if not args.policy:
             for text in args.require:
@@ -91,17 +187,36 @@ def run(args: argparse.Namespace) -> int:
             labels = load_labels(
                 args.ground_truth, lambda p, n, m: print(f"{p}:{n}: skipped label row: {m}", file=err)
             )
+        reference = None
+        if args.reference:
+            reference = load_reference(
+                args.reference, lambda p, n, m: print(f"{p}:{n}: skipped reference row: {m}", file=err)
+            )
         for path in args.spans:
             if not Path(path).is_file():
                 raise ReportError(f"{path}: no such file")
         options = ReportOptions(
-            field=args.field, threshold=args.threshold, labels=labels, bootstrap=args.bootstrap
+            field=args.field,
+            threshold=args.threshold,
+            labels=labels,
+            bootstrap=args.bootstrap,
+            auc_ci=args.auc_ci,
+            top=args.top,
+            reference=reference,
+            trace_url=args.trace_url,
         )
-        agg = aggregate(read_shadow_spans(args.spans, on_error), options)
-    except (ReportError, PolicyError, NotOTLPError, OSError) as exc:
+        if not args.no_progress and err.isatty():
+            progress = ProgressBar(sum(os.path.getsize(p) for p in args.spans), err)
+        agg = aggregate_batches(read_span_batches(args.spans, on_error, progress), options)
+    except (ReportError, ReferenceError, PolicyError, NotOTLPError, OSError) as exc:
+        if progress is not None:
+            progress.close()
         print(f"error: {exc}", file=err)
         return 2
     finally:
+        if progress is not None:
+            progress.close()
+            progress = None
         if malformed[0] > MAX_LINE_ERRORS:
             print(
                 f"... and {malformed[0] - MAX_LINE_ERRORS} more malformed line(s) skipped "
@@ -111,6 +226,16 @@ def run(args: argparse.Namespace) -> int:
     agg.malformed = malformed[0]
     if args.field and args.field not in agg.numeric_fields:
         print(f"warning: no numeric recorded value named {args.field!r} in the spans", file=err)
+    if reference is not None:
+        unmatched = sorted(set(reference.features) - set(agg.inputs))
+        if not agg.inputs:
+            print(
+                "warning: --reference given but the spans carry no recorded input "
+                "(shadow.request.body.*): set ShadowConfig(record_inputs=[...])",
+                file=err,
+            )
+        elif unmatched:
+            print(f"note: reference columns never recorded live: {', '.join(unmatched)}", file=err)
     report = build_report(agg, options, policy)
     if args.format == "json":
         out.write(json.dumps(report, indent=2, allow_nan=False) + "\n")

@@ -1,8 +1,10 @@
 """A self-contained HTML page for ``shadow-middleware report --html``.
 
 Tables plus inline SVG plots drawn here (no JavaScript, no external CSS, fonts or images): latency
-CDFs of both models, primary vs candidate score scatter, agreement over time, and ROC curves when
-ground truth was given.
+CDFs of both models, primary vs candidate score scatter, agreement over time, ROC curves and confusion
+matrices when ground truth was given, input drift per input and over time with ``--reference``, and the
+largest disagreements, their trace ids linked to the user's trace viewer with ``--trace-url`` (the only
+links on the page, and only to that validated http(s) template).
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from . import stats
 from .aggregate import Aggregate, Group
 from .build import LATENCY_BASES
+from .drift import MIN_BUCKET
 from .format import fmt
 from .metrics import LATENCY_METRICS, QUALITY_METRICS
-from .text import latency_note, why_rows
+from .text import fmt_p, latency_note, why_rows
 
 __all__ = ["render_html"]
 
@@ -25,6 +30,7 @@ W, H = 460, 300
 ML, MR, MT, MB = 56, 16, 28, 44
 PRIMARY = "#1f77b4"
 CANDIDATE = "#d62728"
+SERIES = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 MAX_POINTS = 400
 
 Point = tuple[float, float]
@@ -67,9 +73,12 @@ class _Plot:
         xrange: tuple[float, float],
         yrange: tuple[float, float],
         xlog: bool = False,
+        legend_at: str = "top-left",
     ) -> None:
         self.title, self.xlabel, self.ylabel = title, xlabel, ylabel
         self.xlog = xlog
+        # "top-left", "bottom-right" (where a ROC curve never is) or "below" (under the plot)
+        self.legend_at = legend_at
         x0, x1 = xrange
         if xlog:
             x0, x1 = math.log10(x0), math.log10(x1)
@@ -108,9 +117,11 @@ class _Plot:
         self.parts.append("</g>")
 
     def svg(self, css_class: str) -> str:
+        below = (len(self.legend) + 1) // 2 if self.legend_at == "below" else 0
+        height = H + (15 * below + 6 if below else 0)
         out = [
-            f'<svg class="plot {css_class}" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
-            f'viewBox="0 0 {W} {H}" role="img" aria-label="{_e(self.title)}">',
+            f'<svg class="plot {css_class}" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" '
+            f'viewBox="0 0 {W} {height}" role="img" aria-label="{_e(self.title)}">',
             f"<title>{_e(self.title)}</title>",
             f'<text x="{W / 2}" y="16" text-anchor="middle" font-size="13" font-weight="bold">'
             f"{_e(self.title)}</text>",
@@ -144,13 +155,36 @@ class _Plot:
             f'transform="rotate(-90 14 {(MT + H - MB) / 2})">{_e(self.ylabel)}</text>'
         )
         out.extend(self.parts)
-        for i, (label, color, dash) in enumerate(self.legend):
-            y = MT + 14 + 15 * i
+        if self.legend and self.legend_at == "below":  # many series: under the plot, two columns
+            for i, (label, color, dash) in enumerate(self.legend):
+                x0 = ML + (i % 2) * (W - ML - MR) / 2
+                y = H + 8 + 15 * (i // 2)
+                dashed = f' stroke-dasharray="{dash}"' if dash else ""
+                out.append(
+                    f'<line x1="{x0}" y1="{y - 4}" x2="{x0 + 18}" y2="{y - 4}" stroke="{color}" '
+                    f'stroke-width="3"{dashed}/>'
+                )
+                out.append(f'<text x="{x0 + 23}" y="{y}" font-size="11">{_e(label)}</text>')
+        elif self.legend:
+            width = 34 + 6 * max(len(label) for label, _, _ in self.legend)
+            height = 15 * len(self.legend) + 6
+            if self.legend_at == "bottom-right":
+                x0, y0 = W - MR - width - 6, H - MB - height - 6
+            else:
+                x0, y0 = ML + 6, MT + 4
             out.append(
-                f'<line x1="{ML + 10}" y1="{y - 4}" x2="{ML + 28}" y2="{y - 4}" '
-                f'stroke="{color}" stroke-width="3"' + (f' stroke-dasharray="{dash}"' if dash else "") + "/>"
+                f'<rect class="legend" x="{x0}" y="{y0}" width="{width}" height="{height}" '
+                'fill="#fff" fill-opacity="0.85" stroke="#ccc"/>'
             )
-            out.append(f'<text x="{ML + 33}" y="{y}" font-size="11">{_e(label)}</text>')
+            for i, (label, color, dash) in enumerate(self.legend):
+                y = y0 + 15 + 15 * i
+                out.append(
+                    f'<line x1="{x0 + 6}" y1="{y - 4}" x2="{x0 + 24}" y2="{y - 4}" '
+                    f'stroke="{color}" stroke-width="3"'
+                    + (f' stroke-dasharray="{dash}"' if dash else "")
+                    + "/>"
+                )
+                out.append(f'<text x="{x0 + 29}" y="{y}" font-size="11">{_e(label)}</text>')
         out.append("</svg>")
         return "\n".join(out)
 
@@ -224,7 +258,7 @@ def agreement_plot(group: Group) -> str:
         return '<p class="empty">no comparisons with timestamps</p>'
     t0 = series[0][0]
     width_s = width_ns / 1e9
-    points = [((t - t0) / 1e9 + width_s / 2, m / (m + mm)) for t, m, mm in series if m + mm]
+    points = [((t - t0) / 1e9 + width_s / 2, m / (m + mm)) for t, (m, mm) in series if m + mm]
     xs = [x for x, _ in points]
     ys = [y for _, y in points]
     plot = _Plot(
@@ -241,16 +275,31 @@ def agreement_plot(group: Group) -> str:
     return plot.svg("agreement")
 
 
+def _roc(scores: Any, labels: Any) -> list[Point]:
+    """ROC points ``(fpr, tpr)`` from (0, 0) to (1, 1), one per distinct threshold (numpy)."""
+    pos = int(labels.sum())
+    neg = int(labels.size - pos)
+    if pos == 0 or neg == 0:
+        return []
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    last = np.append(s[1:] != s[:-1], True)  # the last row of each run of equal scores
+    tp = np.cumsum(y)[last]
+    fp = np.cumsum(~y)[last]
+    return [(0.0, 0.0), *zip((fp / neg).tolist(), (tp / pos).tolist(), strict=True)]
+
+
 def roc_plot(group: Group) -> str:
-    rows = group.joined
-    labels = [r[3] for r in rows]
-    p_roc = stats.roc_curve([r[1] for r in rows], labels)
-    c_roc = stats.roc_curve([r[2] for r in rows], labels)
+    ps, cs, labels = group.joined.arrays()
+    p_roc = _roc(ps, labels)
+    c_roc = _roc(cs, labels)
     if not p_roc or not c_roc:
         return '<p class="empty">ROC needs both classes among the labelled requests</p>'
-    p_auc = stats.auc([r[1] for r in rows], labels)
-    c_auc = stats.auc([r[2] for r in rows], labels)
-    plot = _Plot("ROC", "false positive rate", "true positive rate", (0.0, 1.0), (0.0, 1.0))
+    p_auc = stats.auc(ps, labels)
+    c_auc = stats.auc(cs, labels)
+    plot = _Plot(
+        "ROC", "false positive rate", "true positive rate", (0.0, 1.0), (0.0, 1.0), legend_at="bottom-right"
+    )
     plot.polyline([(0.0, 0.0), (1.0, 1.0)], "#aaa", None, dash="4 3")
     plot.polyline(_downsample(p_roc), PRIMARY, f"production AUC {fmt(p_auc, 3)}")
     plot.polyline(_downsample(c_roc), CANDIDATE, f"candidate AUC {fmt(c_auc, 3)}")
@@ -304,15 +353,22 @@ def _group_section(g: Mapping[str, Any], group: Group, report: Mapping[str, Any]
         mc = gt["mcnemar"]
         aci = gt["auc_diff_ci"]
         rows.append(["McNemar p (" + mc["method"] + ")", mc["p_value"], ""])
+        test = g["auc_diff"] or {}
+        method = "DeLong" if test.get("method") == "delong" else "bootstrap"
         rows.append(
             [
-                "AUC diff (cand - prod), 95% CI",
+                f"AUC diff (cand - prod), 95% CI ({method})",
                 gt["auc_diff"],
                 f"[{aci[0]:.4f}, {aci[1]:.4f}]" if aci else None,
             ]
         )
+        if test.get("p") is not None:
+            rows.append(["AUC diff p (DeLong, two-sided)", fmt_p(test["p"]), ""])
         parts.append(f"<p>Ground truth: {gt['n']} requests with both scores and a label.</p>")
         parts.append(_table(rows, ["metric", "production", "candidate"]))
+        parts.append(_confusion(p, c, report["threshold"]))
+    parts.append(_drift_section(g, group))
+    parts.append(_disagreements_section(g))
     policy = report["policy"]
     settings = [
         [
@@ -348,11 +404,117 @@ def _group_section(g: Mapping[str, Any], group: Group, report: Mapping[str, Any]
     return "\n".join(parts)
 
 
+def _confusion(p: Mapping[str, Any], c: Mapping[str, Any], threshold: float) -> str:
+    """Both models' confusion matrices side by side (decision: score >= threshold)."""
+    out = ['<div class="confusion">']
+    for name, side in (("production", p), ("candidate", c)):
+        m = side.get("confusion")
+        if not m:
+            continue
+        out.append(
+            f'<table class="confusion-matrix"><caption>{_e(name)}: decision score &ge; {_e(threshold)}'
+            "</caption><thead><tr><th></th><th>decided 1</th><th>decided 0</th></tr></thead><tbody>"
+            f'<tr><th>label 1</th><td class="ok">{m["tp"]}</td><td class="bad">{m["fn"]}</td></tr>'
+            f'<tr><th>label 0</th><td class="bad">{m["fp"]}</td><td class="ok">{m["tn"]}</td></tr>'
+            "</tbody></table>"
+        )
+    out.append("</div>")
+    return "".join(out)
+
+
+def drift_plot(group: Group) -> str:
+    """PSI of each input against the reference, per time bucket."""
+    lines: list[tuple[str, list[Point]]] = []
+    t0: int | None = None
+    width_s = 0.0
+    for name, live in sorted(group.inputs.items()):
+        # at most 40 points, each from enough live values for a PSI (MIN_BUCKET) when spread evenly
+        width_ns, series = live.psi_over_time(max_buckets=max(1, min(40, live.n // (2 * MIN_BUCKET))))
+        if not series:
+            continue
+        t0 = series[0][0] if t0 is None else min(t0, series[0][0])
+        width_s = max(width_s, width_ns / 1e9)
+        lines.append((name, [(float(t), psi) for t, _n, psi in series if psi is not None]))
+    lines = [(name, pts) for name, pts in lines if pts]
+    if not lines or t0 is None:
+        return '<p class="empty">not enough live values per time bucket for drift over time</p>'
+    hours = width_s >= 3600
+    unit = 3600.0 if hours else 1.0
+    curves = [(name, [((t - t0) / 1e9 / unit, psi) for t, psi in pts]) for name, pts in lines]
+    xs = [x for _, pts in curves for x, _ in pts]
+    ys = [y for _, pts in curves for _, y in pts]
+    plot = _Plot(
+        "Input drift over time (PSI vs reference)",
+        "hours since first span" if hours else "seconds since first span",
+        "PSI",
+        (0.0, max(max(xs), width_s / unit)),
+        (0.0, max(0.3, max(ys) * 1.1)),
+        legend_at="below",
+    )
+    plot.polyline([(0.0, 0.25), (max(max(xs), width_s / unit), 0.25)], "#bbb", "0.25: a large shift", "4 3")
+    for i, (name, pts) in enumerate(curves):
+        color = SERIES[i % len(SERIES)]
+        plot.polyline(pts if len(pts) > 1 else [*pts, pts[0]], color, name)
+        plot.dots(pts, color)
+    return plot.svg("drift")
+
+
+def _drift_section(g: Mapping[str, Any], group: Group) -> str:
+    drift = g["drift"]
+    features = drift["features"]
+    scores = drift["scores"]
+    parts = []
+    if features:
+        rows = [
+            [name, f["kind"], f["n"], f["reference_n"], f["psi"], f["ks"], fmt_p(f["ks_p"])]
+            for name, f in features.items()
+        ]
+        parts.append("<h3>Input drift against the reference</h3>")
+        parts.append(
+            _table(rows, ["input", "kind", "live n", "reference n", "PSI", "KS D", "KS p"], css_class="drift")
+        )
+        parts.append(f'<div class="plots">{drift_plot(group)}</div>')
+    if scores["psi"] is not None:
+        est = "" if scores["exact"] else f" (from a sample of {len(group.scores.items)})"
+        parts.append(
+            f"<p class=\"score-psi\">Score drift: PSI of the candidate's scores against production's "
+            f"{_e(fmt(scores['psi']))} over {scores['n']} scored exchanges{_e(est)}.</p>"
+        )
+    return "\n".join(parts)
+
+
+def _disagreements_section(g: Mapping[str, Any]) -> str:
+    rows = g["disagreements"]
+    if not rows:
+        return ""
+    body = []
+    for i, d in enumerate(rows, start=1):
+        trace = _e(d["trace_id"])
+        if d["trace_url"]:
+            trace = f'<a href="{_e(d["trace_url"])}" rel="noopener noreferrer">{trace}</a>'
+        body.append(
+            f"<tr><td>{i}</td><td>{_e(fmt(d['abs_diff']))}</td><td>{_e(fmt(d['primary']))}</td>"
+            f"<td>{_e(fmt(d['candidate']))}</td><td>{_e(d['correlation_id'] or '')}</td>"
+            f'<td class="trace">{trace}</td><td>{_e(", ".join(d["paths"]))}</td></tr>'
+        )
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in ("#", "|diff|", "production", "candidate", "correlation id", "trace id", "differing paths")
+    )
+    return (
+        f"<h3>Largest disagreements (top {len(rows)})</h3>"
+        f'<table class="disagreements"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    )
+
+
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222}
 table{border-collapse:collapse;margin:8px 16px 8px 0;display:inline-table;vertical-align:top}
 th,td{border:1px solid #ccc;padding:3px 8px;font-size:13px}td{text-align:right}td:first-child{text-align:left}
-.why td,.rules td{text-align:left}
+.why td,.rules td,.disagreements td.trace,.disagreements td:last-child{text-align:left}
+.confusion{display:inline-block;vertical-align:top}caption{font-size:12px;padding:2px}
+.confusion-matrix td.ok{background:#e6f4ea}.confusion-matrix td.bad{background:#fce8e6}
+.disagreements td.trace{font-family:monospace;font-size:12px}
 .plots svg{margin:6px;border:1px solid #eee;background:#fff}
 .verdict{font-size:14px;padding:2px 8px;border-radius:4px;color:#fff;background:#888}
 .verdict.promote{background:#2a7}.verdict.reject{background:#c33}.verdict.insufficient{background:#d90}

@@ -49,9 +49,18 @@ _GROUP_METRICS: dict[str, tuple[str, ReportPath]] = {
         "mcnemar_p when production is right more often where the decisions differ, else 1",
         ("ground_truth", "mcnemar", "p_value_worse"),
     ),
-    "auc_diff": ("candidate.auc - primary.auc", ("ground_truth", "auc_diff")),
-    "auc_diff_low": ("bootstrap 95% CI lower bound of auc_diff", ("ground_truth", "auc_diff_ci", 0)),
-    "auc_diff_high": ("bootstrap 95% CI upper bound of auc_diff", ("ground_truth", "auc_diff_ci", 1)),
+    "auc_diff": ("candidate.auc - primary.auc", ("auc_diff", "estimate")),
+    "auc_diff_low": (
+        "95% CI lower bound of auc_diff (DeLong, or --auc-ci bootstrap)",
+        ("auc_diff", "ci", 0),
+    ),
+    "auc_diff_high": (
+        "95% CI upper bound of auc_diff (DeLong, or --auc-ci bootstrap)",
+        ("auc_diff", "ci", 1),
+    ),
+    "auc_diff_p": ("DeLong's two-sided p-value of auc_diff", ("auc_diff", "p")),
+    "drift.max_psi": ("largest PSI of a recorded input against --reference", ("drift", "max_psi")),
+    "drift.score_psi": ("PSI of the candidate's scores against production's", ("drift", "scores", "psi")),
 }
 
 METRICS: dict[str, tuple[str, ReportPath]] = {

@@ -5,6 +5,10 @@ The format is the OpenTelemetry Collector ``file`` exporter's: one
 by line, so file size does not bound memory; spans of other instrumentation in the
 same file are skipped; a malformed line is reported with its number and skipped.
 
+Lines are decoded with msgspec into typed structs that skip what the report does not read (about
+twice as fast as ``json.loads`` into dictionaries); a line the typed decoder refuses is decoded again
+the general way, so odd but valid OTLP (``null`` lists, numbers as strings) reads as before.
+
 A file that is not OTLP JSON lines at all (the SDK's ``ConsoleSpanExporter`` output, a
 pretty-printed JSON document, a log) is recognised from its first lines and refused with
 one :class:`NotOTLPError` saying what was expected, instead of one error per line.
@@ -14,15 +18,27 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["EXPECTED", "ErrorHandler", "NotOTLPError", "ShadowSpan", "read_shadow_spans"]
+import msgspec
+
+__all__ = [
+    "EXPECTED",
+    "ErrorHandler",
+    "NotOTLPError",
+    "Progress",
+    "ShadowSpan",
+    "read_shadow_spans",
+    "read_span_batches",
+]
 
 ErrorHandler = Callable[[str, int, str], None]  # (path, line number, message) of a skipped line
+Progress = Callable[[int], None]  # bytes of input read so far (compressed bytes for gzip), all files
 
 EXPECTED = (
     "expected OTLP JSON lines (one ExportTraceServiceRequest per line, as written by OpenTelemetry's "
@@ -87,6 +103,117 @@ def attributes_of(items: Iterable[Any]) -> dict[str, Any]:
     return {item["key"]: any_value(item.get("value")) for item in items if isinstance(item, dict)}
 
 
+# ---- the typed fast path: only the fields the report reads ---------------------------------------
+
+
+class _Value(msgspec.Struct):
+    stringValue: str | None = None
+    doubleValue: float | None = None  # "NaN", "Infinity" and int64 strings: lax decoding converts
+    intValue: int | None = None
+    boolValue: bool | None = None
+    arrayValue: _Array | None = None
+    kvlistValue: _KvList | None = None
+    bytesValue: str | None = None
+
+
+class _Array(msgspec.Struct):
+    values: list[_Value] | None = None
+
+
+class _KeyValue(msgspec.Struct):
+    key: str
+    value: _Value | None = None
+
+
+class _KvList(msgspec.Struct):
+    values: list[_KeyValue] | None = None
+
+
+class _Span(msgspec.Struct):
+    traceId: str = ""
+    spanId: str = ""
+    name: str = ""
+    startTimeUnixNano: int | str | None = None
+    endTimeUnixNano: int | str | None = None
+    attributes: list[_KeyValue] | None = None
+
+
+class _ScopeSpans(msgspec.Struct):
+    spans: list[_Span] | None = None
+
+
+class _ResourceSpans(msgspec.Struct):
+    scopeSpans: list[_ScopeSpans] | None = None
+    instrumentationLibrarySpans: list[_ScopeSpans] | None = None
+
+
+class _Request(msgspec.Struct):
+    resourceSpans: list[_ResourceSpans] | None = None
+
+
+_decode_request = msgspec.json.Decoder(_Request, strict=False).decode
+
+
+def _typed_value(v: _Value | None) -> Any:
+    if v is None:
+        return None
+    s = v.stringValue
+    if s is not None:
+        return s
+    d = v.doubleValue
+    if d is not None:
+        return d
+    i = v.intValue
+    if i is not None:
+        return i
+    b = v.boolValue
+    if b is not None:
+        return b
+    if v.arrayValue is not None:
+        return [_typed_value(x) for x in v.arrayValue.values or ()]
+    if v.kvlistValue is not None:
+        return {kv.key: _typed_value(kv.value) for kv in v.kvlistValue.values or ()}
+    return v.bytesValue
+
+
+def _typed_spans(raw: bytes) -> list[ShadowSpan]:
+    """The shadow spans of one line; raises msgspec's errors for anything the typed path cannot read."""
+    out: list[ShadowSpan] = []
+    request = _decode_request(raw)
+    for resource_spans in request.resourceSpans or ():
+        for scope_spans in resource_spans.scopeSpans or resource_spans.instrumentationLibrarySpans or ():
+            for span in scope_spans.spans or ():
+                attrs: dict[str, Any] = {}
+                for kv in span.attributes or ():
+                    v = kv.value
+                    if v is not None:  # the scalars inline
+                        x: Any = v.stringValue
+                        if x is None:
+                            x = v.doubleValue
+                            if x is None:
+                                x = v.intValue
+                                if x is None:
+                                    x = v.boolValue
+                                    if x is None:
+                                        x = _typed_value(v)
+                        attrs[kv.key] = x
+                    else:
+                        attrs[kv.key] = None
+                if "shadow.target" not in attrs or "shadow.outcome" not in attrs:
+                    continue  # another instrumentation's span
+                out.append(
+                    ShadowSpan(
+                        span.traceId,
+                        span.spanId,
+                        span.name,
+                        int(span.startTimeUnixNano or 0),
+                        int(span.endTimeUnixNano or 0),
+                        attrs,
+                    )
+                )
+    return out
+
+
 def _open(path: str | Path) -> IO[str]:
     with open(path, "rb") as probe:
         gzipped = probe.read(2) == b"\x1f\x8b"
@@ -144,7 +271,7 @@ def _looks_like(path: str | Path, first: list[tuple[str, Any]]) -> str:
 
 
 def read_shadow_spans(
-    paths: Iterable[str | Path], on_error: ErrorHandler | None = None
+    paths: Iterable[str | Path], on_error: ErrorHandler | None = None, on_progress: Progress | None = None
 ) -> Iterator[ShadowSpan]:
     """Yield the shadow spans in ``paths`` (OTLP/JSON lines, plain or gzip), in file order.
 
@@ -152,19 +279,41 @@ def read_shadow_spans(
     then skipped. Raises :class:`NotOTLPError` for a file none of whose first
     :data:`PROBE_LINES` non-empty lines is an OTLP trace request (a JSON object with
     ``resourceSpans``): the file as a whole is something else. The malformed lines among those
-    first ones are reported once the file is known to be OTLP.
+    first ones are reported once the file is known to be OTLP. ``on_progress(bytes)`` hears how
+    far the reading got (the bytes of all files so far, compressed bytes for gzip), every few lines.
     """
+    for batch in read_span_batches(paths, on_error, on_progress):
+        yield from batch
+
+
+def read_span_batches(
+    paths: Iterable[str | Path], on_error: ErrorHandler | None = None, on_progress: Progress | None = None
+) -> Iterator[list[ShadowSpan]]:
+    """:func:`read_shadow_spans`, one list per line (an export batch): cheaper to iterate."""
+    done = 0
     for path in paths:
         confirmed = False
         probe: list[tuple[str, Any]] = []  # the first non-empty lines, until the file is confirmed
         pending: list[tuple[int, str]] = []  # their errors, reported once it is
-        with _open(path) as lines:
+        with open(path, "rb") as raw_file:
+            gzipped = raw_file.read(2) == b"\x1f\x8b"
+            raw_file.seek(0)
+            lines: IO[bytes] = gzip.GzipFile(fileobj=raw_file) if gzipped else raw_file  # type: ignore[assignment]
             for number, line in enumerate(lines, start=1):
+                if on_progress is not None and number % 16 == 0:
+                    on_progress(done + raw_file.tell())
                 if not line.strip():
                     continue
+                if confirmed:
+                    try:
+                        yield _typed_spans(line)
+                        continue
+                    except (msgspec.DecodeError, ValueError, TypeError):
+                        pass  # the general way below decides, and reports what is wrong
+                text = line.decode("utf-8", errors="replace")
                 doc: Any = None
                 try:
-                    doc = json.loads(line)
+                    doc = json.loads(text)
                     if not isinstance(doc, dict):
                         raise ValueError("not a JSON object")
                     spans = list(_spans_in_request(doc))
@@ -183,10 +332,13 @@ def read_shadow_spans(
                     spans = []
                     pending.append((number, message))
                 if not confirmed:  # nothing to yield: an OTLP request would have confirmed the file
-                    probe.append((line.strip()[:200], doc))
+                    probe.append((text.strip()[:200], doc))
                     if len(probe) >= PROBE_LINES:
                         break
                     continue
-                yield from spans
+                yield spans
+            done += os.fstat(raw_file.fileno()).st_size
+        if on_progress is not None:
+            on_progress(done)
         if probe and not confirmed:  # its first lines, or all of a short file, are something else
             raise NotOTLPError(f"{EXPECTED}; {path} {_looks_like(path, probe)} — {HOW_TO}")

@@ -1,6 +1,7 @@
-"""Small, dependency-free statistics for ``shadow-middleware report``.
+"""Statistics for ``shadow-middleware report``.
 
-Pure Python (stdlib only). Conventions follow the usual references so tests can check against them:
+Conventions follow the usual references so tests can check against them (the report needs numpy, the
+``report`` extra; the two-sample Kolmogorov-Smirnov p-value is in :mod:`.kstest`):
 
 * :func:`wilson` -- Wilson score interval for a binomial proportion (no continuity correction).
 * :func:`percentile` -- linear interpolation between closest ranks (numpy's default ``"linear"``).
@@ -9,6 +10,12 @@ Pure Python (stdlib only). Conventions follow the usual references so tests can 
 * :func:`mcnemar` -- exact two-sided binomial test on the discordant pairs when there are fewer than
   :data:`MCNEMAR_EXACT_BELOW` of them, else the chi-square statistic with continuity correction.
 * :func:`bootstrap_auc_diff` -- paired percentile bootstrap of ``auc(candidate) - auc(primary)``.
+* :func:`delong` -- DeLong's test for the difference of two correlated AUCs, with Sun & Xu's (2014)
+  O(n log n) algorithm: midranks of the pooled, positive and negative scores give each row's structural
+  components; their covariance gives the variance of the difference. Normal 95% interval and two-sided
+  p-value. Exact (no resampling) and fast: 1M rows in about a second.
+* :func:`psi` -- the population stability index ``sum (a - e) ln(a / e)`` over bins, proportions of 0
+  replaced by :data:`PSI_EPSILON`.
 """
 
 from __future__ import annotations
@@ -17,18 +24,25 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+import numpy as np
 
 __all__ = [
     "MCNEMAR_EXACT_BELOW",
+    "PSI_EPSILON",
     "Classification",
+    "DeLong",
     "Reservoir",
     "auc",
     "bootstrap_auc_diff",
     "brier",
     "classification",
+    "delong",
     "mcnemar",
+    "midranks",
     "percentile",
+    "psi",
     "roc_curve",
     "wilson",
 ]
@@ -36,6 +50,9 @@ __all__ = [
 Z95 = 1.959963984540054  # the 0.975 quantile of the standard normal
 CI_LEVEL = 0.95  # of bootstrap_auc_diff
 MCNEMAR_EXACT_BELOW = 25
+# A bin that is empty on one side would make PSI infinite: its proportion counts as 0.01 % instead
+# (the usual choice; an empty bin against a proportion p then adds (p - 1e-4) ln(p / 1e-4)).
+PSI_EPSILON = 1e-4
 
 T = TypeVar("T")
 
@@ -65,9 +82,12 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
 
 
 class Reservoir(Generic[T]):
-    """Keep all items up to ``capacity``, then a uniform sample of that size (Algorithm R, seeded)."""
+    """Keep all items up to ``capacity``, then a uniform sample of that size (seeded).
 
-    __slots__ = ("_rng", "capacity", "items", "seen")
+    Li's Algorithm L: instead of a random draw per item (Algorithm R), it draws how many items to skip
+    before the next replacement, so a full reservoir costs a counter increment per item."""
+
+    __slots__ = ("_next", "_rng", "_w", "capacity", "items", "seen")
 
     def __init__(self, capacity: int, seed: int = 0) -> None:
         if capacity < 1:
@@ -76,15 +96,27 @@ class Reservoir(Generic[T]):
         self.items: list[T] = []
         self.seen = 0
         self._rng = random.Random(seed)
+        self._w = 1.0
+        self._next = 0  # the 1-based index of the next item that enters a full reservoir
+
+    def _skip(self) -> None:
+        rng = self._rng
+        self._w *= math.exp(math.log(1.0 - rng.random()) / self.capacity)
+        if self._w >= 1.0:  # underflow of the log below; practically unreachable
+            self._w = 1.0 - 1e-16
+        self._next = self.seen + int(math.log(1.0 - rng.random()) / math.log1p(-self._w)) + 1
 
     def add(self, item: T) -> None:
         self.seen += 1
+        if self.seen < self._next:
+            return
         if len(self.items) < self.capacity:
             self.items.append(item)
-        else:
-            j = self._rng.randrange(self.seen)
-            if j < self.capacity:
-                self.items[j] = item
+            if len(self.items) == self.capacity:
+                self._skip()
+            return
+        self.items[self._rng.randrange(self.capacity)] = item
+        self._skip()
 
     @property
     def exact(self) -> bool:
@@ -128,11 +160,17 @@ def _weighted_auc(
     return total / (pos_all * neg_below)
 
 
-def auc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
-    """ROC AUC (Mann-Whitney, ties 1/2); ``None`` unless both classes are present."""
+def auc(scores: Any, labels: Any) -> float | None:
+    """ROC AUC (Mann-Whitney from midranks, ties 1/2); ``None`` unless both classes are present."""
     if len(scores) != len(labels):
         raise ValueError("scores and labels differ in length")
-    return _weighted_auc(_tie_groups(scores), labels, None)
+    y = np.asarray(labels, dtype=bool)
+    m = int(y.sum())
+    n = int(y.size - m)
+    if m == 0 or n == 0:
+        return None
+    ranks = midranks(scores)
+    return float((ranks[y].sum() - m * (m + 1) / 2.0) / (m * n))
 
 
 def roc_curve(scores: Sequence[float], labels: Sequence[int]) -> list[tuple[float, float]]:
@@ -260,3 +298,82 @@ def bootstrap_auc_diff(
     high = percentile(diffs, 100 * (1 - alpha))
     assert low is not None and high is not None
     return low, high
+
+
+def midranks(values: Any) -> Any:
+    """1-based ranks of ``values``, ties sharing the mean of their ranks (scipy's ``rankdata``)."""
+    x = np.asarray(values, dtype=np.float64)
+    n = x.size
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    first = np.empty(n, dtype=bool)
+    if n:
+        first[0] = True
+        first[1:] = xs[1:] != xs[:-1]
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], n)
+    ranks = np.empty(n, dtype=np.float64)
+    ranks[order] = np.repeat((starts + 1 + ends) / 2.0, ends - starts)
+    return ranks
+
+
+@dataclass(frozen=True, slots=True)
+class DeLong:
+    auc_primary: float
+    auc_candidate: float
+    estimate: float  # auc_candidate - auc_primary
+    se: float
+    low: float
+    high: float
+    p: float  # two-sided, H0: equal AUCs
+
+
+def delong(primary: Any, candidate: Any, labels: Any) -> DeLong | None:
+    """DeLong's test of ``auc(candidate) - auc(primary)`` on the same rows (Sun & Xu 2014).
+
+    For each model, with ``m`` positives and ``n`` negatives and midranks ``T`` of the pooled scores,
+    ``Tx`` within the positives and ``Ty`` within the negatives: ``auc = (sum T[pos] - m(m+1)/2) / mn``,
+    structural components ``V10 = (T[pos] - Tx) / n`` and ``V01 = 1 - (T[neg] - Ty) / m``; the
+    covariance ``S = cov(V10) / m + cov(V01) / n`` gives ``var(diff) = S11 + S22 - 2 S12``.
+    ``None`` with fewer than 2 positives or 2 negatives.
+    """
+    y = np.asarray(labels, dtype=bool)
+    m = int(y.sum())
+    n = int(y.size - m)
+    if m < 2 or n < 2:
+        return None
+    aucs: list[float] = []
+    v10: list[Any] = []
+    v01: list[Any] = []
+    for scores in (primary, candidate):
+        s = np.asarray(scores, dtype=np.float64)
+        t = midranks(s)
+        tx, ty = midranks(s[y]), midranks(s[~y])
+        t_pos, t_neg = t[y], t[~y]
+        aucs.append(float((t_pos.sum() - m * (m + 1) / 2.0) / (m * n)))
+        v10.append((t_pos - tx) / n)
+        v01.append(1.0 - (t_neg - ty) / m)
+    s10 = np.cov(np.vstack(v10))
+    s01 = np.cov(np.vstack(v01))
+    cov = s10 / m + s01 / n
+    var = max(float(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1]), 0.0)
+    diff = aucs[1] - aucs[0]
+    se = math.sqrt(var)
+    # no variance (identical rankings, or a degenerate one): p 1 for no difference, else 0
+    p = math.erfc(abs(diff) / se / math.sqrt(2.0)) if se > 0 else (1.0 if diff == 0 else 0.0)
+    return DeLong(aucs[0], aucs[1], diff, se, max(-1.0, diff - Z95 * se), min(1.0, diff + Z95 * se), p)
+
+
+def psi(expected: Sequence[float], actual: Sequence[float]) -> float | None:
+    """Population stability index of ``actual`` counts against ``expected`` counts over the same bins:
+    ``sum (a - e) ln(a / e)`` of the proportions, each 0 replaced by :data:`PSI_EPSILON`. ``None`` when
+    either side is empty."""
+    e_total, a_total = float(sum(expected)), float(sum(actual))
+    if e_total <= 0 or a_total <= 0:
+        return None
+    total = 0.0
+    for e_count, a_count in zip(expected, actual, strict=True):
+        e = max(e_count / e_total, PSI_EPSILON)
+        a = max(a_count / a_total, PSI_EPSILON)
+        total += (a - e) * math.log(a / e)
+    return total

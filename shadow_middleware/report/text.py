@@ -10,7 +10,16 @@ from .build import LATENCY_BASES
 from .format import fmt
 from .metrics import LATENCY_METRICS, QUALITY_METRICS
 
-__all__ = ["format_text", "latency_note", "why_rows"]
+__all__ = ["fmt_p", "format_text", "latency_note", "why_rows"]
+
+TEXT_DISAGREEMENTS = 5  # the text shows the first few; JSON and HTML all --top
+
+
+def fmt_p(value: float | None) -> str:
+    """A p-value: 4 decimals, or scientific notation below 0.0001."""
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" if value >= 1e-4 or value == 0 else f"{value:.1e}"
 
 
 def _table(rows: Sequence[Sequence[str]]) -> list[str]:
@@ -126,12 +135,40 @@ def format_text(report: Mapping[str, Any]) -> str:
                 f"candidate-only correct {mc['candidate_only_correct']}, p = {fmt(mc['p_value'])}"
             )
             aci = gt["auc_diff_ci"]
+            test = g["auc_diff"] or {}
+            if test.get("method") == "bootstrap":
+                how = f"bootstrap 95% CI ({gt['bootstrap_resamples']} paired resamples) "
+                tail = ""
+            else:
+                how = "DeLong 95% CI "
+                tail = f", p = {fmt_p(test.get('p'))}"
             lines.append(
-                f"  AUC difference (candidate - production) {fmt(gt['auc_diff'])}, "
-                f"bootstrap 95% CI "
+                f"  AUC difference (candidate - production) {fmt(gt['auc_diff'])}, {how}"
                 + (f"[{aci[0]:.4f}, {aci[1]:.4f}]" if aci else "n/a")
-                + f" ({gt['bootstrap_resamples']} paired resamples)"
+                + tail
             )
+        drift = g["drift"]
+        if drift["features"]:
+            lines.append("")
+            rows = [["input drift vs reference", "n", "PSI", "KS D", "KS p"]]
+            for name, f in drift["features"].items():
+                rows.append([name, str(f["n"]), fmt(f["psi"]), fmt(f["ks"]), fmt_p(f["ks_p"])])
+            lines.extend(_table(rows))
+        if drift["scores"]["psi"] is not None:
+            lines.append(
+                f"  score drift: PSI of candidate vs production scores {fmt(drift['scores']['psi'])}"
+            )
+        shown = g["disagreements"][:TEXT_DISAGREEMENTS]
+        if shown:
+            lines.append("")
+            lines.append(
+                f"  largest disagreements (top {len(shown)} of {len(g['disagreements'])}; all in JSON, HTML)"
+            )
+            rows = [["|diff|", "production", "candidate", "correlation id", "trace id"]]
+            for d in shown:
+                cid, trace = d["correlation_id"] or "-", d["trace_id"] or "-"
+                rows.append([fmt(d["abs_diff"]), fmt(d["primary"]), fmt(d["candidate"]), cid, trace])
+            lines.extend(_table(rows))
         policy = report["policy"]
         if g["rules"] or policy["min_samples"] or policy["min_labelled"]:
             lines.append("")
