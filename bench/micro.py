@@ -4,6 +4,8 @@ Drives the same adapter API the middlewares use (begin, feed, body_complete,
 response_start/body/complete, finish) at a fixed rate from one thread, against nginx
 returning fixed JSON, and reports process CPU microseconds per shadowed exchange.
 Variants isolate where the time goes: the HTTP client, the OpenTelemetry SDK.
+``process:none`` / ``process:sdk`` run the engine with ``isolation="process"``: this process's
+CPU is then the app's share alone, and the helper's is reported beside it.
 """
 
 from __future__ import annotations
@@ -62,12 +64,33 @@ class NullClient:
         pass
 
 
-def measure(url: str, n: int, rate: float, endpoint: str | None) -> dict[str, float]:
-    tp, mp = sdk(endpoint)
+def helper_cpu(shadow: Shadow) -> float:
+    """CPU seconds of the engine's helper process (isolation="process"), 0 without one."""
+    pid = getattr(shadow._pipeline, "helper_pid", lambda: None)()
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    url: str, n: int, rate: float, endpoint: str | None, isolation: str = "thread"
+) -> dict[str, float]:
+    if isolation == "process":
+        # The helper sets its SDK up from the environment it inherits (the same exporters).
+        os.environ.pop("OTEL_SDK_DISABLED", None)
+        if endpoint is None:
+            os.environ["OTEL_SDK_DISABLED"] = "true"
+        else:
+            os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+        tp = mp = None
+    else:
+        tp, mp = sdk(endpoint)
     cfg = ShadowConfig(
         targets=[ShadowTarget("v2", url=url, max_concurrency=64)],
         compare=Compare(fields=["/churn_probability", "/make_offer"], threshold=0.5),
         correlation_id="json:/customer_id",
+        isolation=isolation,
     )
     shadow = Shadow(cfg, tracer_provider=tp, meter_provider=mp)
     headers = [("content-type", "application/json"), ("content-length", str(len(BODY))), ("user-agent", "x")]
@@ -87,6 +110,7 @@ def measure(url: str, n: int, rate: float, endpoint: str | None) -> dict[str, fl
     for _ in range(200):  # warm up: connections, caches
         one()
     shadow.flush(10)
+    h0 = helper_cpu(shadow)
     u0, s0 = cpu_split()
     start = time.perf_counter()
     for i in range(n):
@@ -94,10 +118,13 @@ def measure(url: str, n: int, rate: float, endpoint: str | None) -> dict[str, fl
         delay = start + (i + 1) / rate - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
+    u1, s1 = cpu_split()  # the app's share ends with the last request (the helper works on)
     assert shadow.flush(30)
-    u1, s1 = cpu_split()
+    helper = helper_cpu(shadow) - h0
     used = (u1 - u0) + (s1 - s0)
     print(f"  user {(u1 - u0) / n * 1e6:.0f} us, system {(s1 - s0) / n * 1e6:.0f} us per request")
+    if isolation == "process":
+        print(f"  helper process {helper / n * 1e6:.0f} us per request")
     stats = shadow.stats()
     shadow.close()
     if tp is not None:
@@ -106,7 +133,7 @@ def measure(url: str, n: int, rate: float, endpoint: str | None) -> dict[str, fl
         mp.shutdown()
     if stats["match"] + stats["mismatch"] < n:
         print("  (not all compared:", stats, ")")
-    return {"cpu_us": used / n * 1e6, "stats": stats}  # type: ignore[dict-item]
+    return {"cpu_us": used / n * 1e6, "helper_us": helper / n * 1e6, "stats": stats}  # type: ignore[dict-item]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,10 +150,13 @@ def main(argv: list[str] | None = None) -> int:
             url = f"http://127.0.0.1:{port}/predict_shadow"
             for variant in args.variants.split(","):
                 client, _, tel = variant.partition(":")
-                use_client(client, (lambda _cap: NullClient()) if client == "null" else None)
+                isolation = "process" if client == "process" else "thread"
+                if isolation == "thread":
+                    use_client(client, (lambda _cap: NullClient()) if client == "null" else None)
                 endpoint = f"http://127.0.0.1:{sink.port}" if tel == "sdk" else None
-                r = measure(url, args.n, args.rate, endpoint)
-                print(f"{variant:<14} {r['cpu_us']:7.1f} us CPU per shadowed request", flush=True)
+                r = measure(url, args.n, args.rate, endpoint, isolation)
+                helper = f" (+ helper process {r['helper_us']:.1f} us)" if isolation == "process" else ""
+                print(f"{variant:<14} {r['cpu_us']:7.1f} us CPU per shadowed request{helper}", flush=True)
     return 0
 
 

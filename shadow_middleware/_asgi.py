@@ -9,7 +9,7 @@ from typing import Any
 from ._adapter import Adapter
 from ._engine import Shadow
 from ._outcomes import Reason
-from ._tap import Tap
+from ._tap import RequestTap
 from ._wire import quote_path
 
 Scope = MutableMapping[str, Any]
@@ -82,7 +82,7 @@ class ShadowASGIMiddleware(Adapter):
         await self.app(scope, receive, _LifespanShutdown(self.shadow, self._owns_engine, send))
 
 
-def _begin(shadow: Shadow, route: str, scope: Scope) -> Tap | None:
+def _begin(shadow: Shadow, route: str, scope: Scope) -> RequestTap | None:
     try:
         raw_headers = scope["headers"]
         if not isinstance(raw_headers, list | tuple):
@@ -126,7 +126,7 @@ class _Responder:
 
     __slots__ = ("app", "failure", "receive", "response_done", "send", "tap")
 
-    def __init__(self, app: ASGIApp, tap: Tap, receive: Receive, send: Send) -> None:
+    def __init__(self, app: ASGIApp, tap: RequestTap, receive: Receive, send: Send) -> None:
         self.app = app
         self.tap = tap
         self.receive = receive

@@ -487,6 +487,22 @@ class ShadowConfig:
         span_placement: ``"child"`` (default): the shadow span is a child of the primary
             request's span. ``"link"``: it starts its own trace with a span link to the
             request, leaving the primary's traces untouched.
+        record_inputs: RFC 6901 JSON pointers into the request body whose scalar values
+            (strings cut to 256 characters, numbers, booleans; objects and arrays are
+            skipped) are recorded on every span of the request as
+            ``shadow.request.body.<p>``, for drift in the report. Off (empty) by default:
+            only record features you may keep in your telemetry backend.
+        isolation: ``"thread"`` (default): comparison and telemetry run on a background
+            thread of the app's process, and shadow spans go wherever the app's own
+            OpenTelemetry setup sends them. ``"process"``: the app process only copies the
+            exchange and hands it over a private socket to a helper process it starts
+            (one per app process), which calls the candidates, compares and records the
+            spans and metrics; the app's CPU and GIL pay for the copy alone. POSIX only.
+        telemetry_setup: ``"package.module:function"``, with ``isolation="process"`` only:
+            called once in the helper process, before any span, to configure OpenTelemetry
+            there (install the global providers, or return a ``(tracer_provider,
+            meter_provider)`` pair). Without it the helper configures the SDK from the
+            standard ``OTEL_*`` environment variables.
     """
 
     targets: tuple[ShadowTarget, ...]
@@ -504,10 +520,15 @@ class ShadowConfig:
     circuit_failures: int
     circuit_cooldown: float
     span_placement: str
+    record_inputs: tuple[str, ...]
+    isolation: str
+    telemetry_setup: str | None
     # Parsed forms, derived from the public fields above (left out of repr and ==).
     compiled_routes: tuple[Route, ...] = field(repr=False, compare=False)
     sample_source: Source | None = field(repr=False, compare=False)
     correlation_source: Source | None = field(repr=False, compare=False)
+    # record_inputs as (pointer tokens, attribute suffix) pairs
+    input_tokens: tuple[tuple[tuple[str, ...], str], ...] = field(repr=False, compare=False)
 
     def __init__(
         self,
@@ -526,6 +547,9 @@ class ShadowConfig:
         circuit_failures: int = 5,
         circuit_cooldown: float = 5.0,
         span_placement: str = "child",
+        record_inputs: Sequence[str] = (),
+        isolation: str = "thread",
+        telemetry_setup: str | None = None,
     ) -> None:
         check = _Checks()
         target_tuple = check(_target_tuple, targets)
@@ -557,6 +581,8 @@ class ShadowConfig:
             check.fail("ShadowConfig.span_placement", f"must be 'child' or 'link', got {span_placement!r}")
         sample_source = check(_source, "ShadowConfig.sample_key", sample_key)
         correlation_source = check(_source, "ShadowConfig.correlation_id", correlation_id)
+        inputs = check(_record_inputs, record_inputs) or ((), ())
+        check(_isolation, isolation, telemetry_setup)
         check.raise_any()
         set_ = object.__setattr__
         set_(self, "targets", target_tuple)
@@ -572,6 +598,10 @@ class ShadowConfig:
         set_(self, "compiled_routes", compiled)
         set_(self, "sample_source", sample_source)
         set_(self, "correlation_source", correlation_source)
+        set_(self, "record_inputs", inputs[0])
+        set_(self, "input_tokens", inputs[1])
+        set_(self, "isolation", isolation)
+        set_(self, "telemetry_setup", telemetry_setup)
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> ShadowConfig:
@@ -607,6 +637,47 @@ class ShadowConfig:
         return _loader().from_env(os.environ if environ is None else environ, base=base)
 
 
+def _record_inputs(
+    pointers: Any,
+) -> tuple[tuple[str, ...], tuple[tuple[tuple[str, ...], str], ...]]:
+    """``ShadowConfig.record_inputs``: the pointers, and their parsed forms with the attribute
+    suffix (the pointer without its leading ``/``, ``/`` -> ``.``, as for ``Compare.fields``)."""
+    name = "ShadowConfig.record_inputs"
+    items = tuple(dict.fromkeys(_strings(name, pointers)))
+    parsed = []
+    for pointer in items:
+        tokens = parse_pointer(name, pointer)
+        if not tokens:
+            raise _fail(name, "a pointer must name a value inside the body, got ''")
+        parsed.append((tokens, ".".join(tokens)))
+    return items, tuple(parsed)
+
+
+_SETUP = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$", re.ASCII)
+
+
+def _isolation(isolation: Any, telemetry_setup: Any) -> None:
+    """``ShadowConfig.isolation`` and ``ShadowConfig.telemetry_setup``, checked together."""
+    errors = []
+    if isolation not in ("thread", "process"):
+        errors.append(f"ShadowConfig.isolation: must be 'thread' or 'process', got {isolation!r}")
+    elif isolation == "process" and os.name != "posix":
+        errors.append("ShadowConfig.isolation: 'process' needs a POSIX system (Linux, macOS)")
+    if telemetry_setup is not None:
+        if not isinstance(telemetry_setup, str) or not _SETUP.match(telemetry_setup):
+            errors.append(
+                f"ShadowConfig.telemetry_setup: must be 'package.module:function', got {telemetry_setup!r}"
+            )
+        elif isolation == "thread":
+            errors.append(
+                "ShadowConfig.telemetry_setup: only used with isolation='process' (the helper "
+                "process calls it); with isolation='thread' spans go through the app's own "
+                "OpenTelemetry setup"
+            )
+    if errors:
+        raise ConfigErrors(errors)
+
+
 def _target_tuple(targets: Any) -> tuple[ShadowTarget, ...]:
     """``ShadowConfig.targets``: one or more ``ShadowTarget`` with unique names."""
     if isinstance(targets, ShadowTarget | str | bytes) or not isinstance(targets, Iterable):
@@ -635,6 +706,12 @@ def describe(config: ShadowConfig) -> str:
     """``config`` as TOML in the file's layout, every key included, header values masked
     (for ``python -m shadow_middleware check-config``)."""
     return _loader().describe(config)
+
+
+def config_data(config: ShadowConfig) -> dict[str, Any]:
+    """``config``'s constructor arguments as plain data, exact (header values included):
+    ``ShadowConfig.from_env({}, base=config_data(config)) == config``."""
+    return _loader().data(config)
 
 
 class RouteTable:

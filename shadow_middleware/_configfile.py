@@ -258,6 +258,40 @@ class ConfigLoader(Generic[_C]):
             lines += [f"{_toml_key(p)} = {_toml_str(c)}" for p, c in pairs]
         return "\n".join(lines) + "\n"
 
+    def data(self, config: _C) -> dict[str, Any]:
+        """``config`` in the file's layout as plain data (str, int, float, bool, list, dict),
+        every value exact, target header values included (never log it).
+
+        ``from_env({}, base=loader.data(config))`` rebuilds an equal configuration: this is
+        how ``isolation="process"`` hands the configuration to its helper process. Options
+        that are not set (``None``) are left out.
+        """
+        out: dict[str, Any] = {}
+        for name, param in self.config_params.items():
+            if param.kind == "targets":
+                out[name] = [
+                    {
+                        key: _plain(getattr(target, key))
+                        for key in self.target_params
+                        if getattr(target, key) is not None
+                    }
+                    for target in config.targets
+                ]
+            elif param.kind == "compare":
+                compare = config.compare
+                table: dict[str, Any] = {}
+                for key in self.compare_params:
+                    if key == "fields":
+                        pairs = compare.fields
+                        as_table = any(p != c for p, c in pairs)
+                        table[key] = dict(pairs) if as_table else [p for p, _ in pairs]
+                    elif getattr(compare, key) is not None:
+                        table[key] = _plain(getattr(compare, key))
+                out[name] = table
+            elif getattr(config, name) is not None:
+                out[name] = _plain(getattr(config, name))
+        return out
+
     # ----------------------------------------------------------------------- mapping -> objects
 
     def _build(self, data: Any, where: _Where) -> _C:
@@ -277,6 +311,18 @@ class ConfigLoader(Generic[_C]):
             raise ValueError(f"{where.source}: invalid configuration")
         return config
 
+    def _misplaced(self, key: str, message: str) -> str:
+        top = difflib.get_close_matches(key.lower(), list(self.config_params), n=1, cutoff=0.6)
+        top_ratio = difflib.SequenceMatcher(None, key.lower(), top[0]).ratio() if top else 0.0
+        for table, params in (
+            ("each [[targets]] table", self.target_params),
+            ("the [compare] table", self.compare_params),
+        ):
+            near = difflib.get_close_matches(key.lower(), list(params), n=1, cutoff=0.6)
+            if near and difflib.SequenceMatcher(None, key.lower(), near[0]).ratio() > top_ratio:
+                return f"unknown key (did you mean {near[0]!r}? It belongs in {table})"
+        return message
+
     def _kwargs(
         self, data: Mapping[Any, Any], path: str, params: Mapping[str, _Param], where: _Where
     ) -> tuple[dict[str, Any], set[str]]:
@@ -288,7 +334,10 @@ class ConfigLoader(Generic[_C]):
             key_path = _join(path, key)
             param = params.get(key) if isinstance(key, str) else None
             if param is None:
-                where.add(key_path, _unknown(str(key), params, "key"))
+                message = _unknown(str(key), params, "key")
+                if not path:  # a top-level typo may be a target's or [compare]'s key in the wrong place
+                    message = self._misplaced(str(key), message)
+                where.add(key_path, message)
                 continue
             try:
                 kwargs[key] = self._convert(value, param, key_path, where)
@@ -851,6 +900,17 @@ def _merge_headers(current: Mapping[str, Any], overrides: Mapping[str, str]) -> 
 
 
 # --------------------------------------------------------------------------- TOML writing
+
+
+def _plain(value: Any) -> Any:
+    """A configuration value as plain data: sets as sorted lists, tuples as lists."""
+    if isinstance(value, Set):
+        return sorted(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _toml_line(key: str, value: Any) -> str:

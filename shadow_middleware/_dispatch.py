@@ -29,6 +29,11 @@ from ._wire import ShadowURL
 
 logger = logging.getLogger("shadow_middleware")
 
+#: While hand-offs keep coming, the loop drains them every POLL_EVERY seconds instead of being
+#: woken for each; after ACTIVE_FOR seconds without one it waits to be woken again.
+POLL_EVERY = 0.002
+ACTIVE_FOR = 0.1
+
 if TYPE_CHECKING:
     from ._config import ShadowTarget
 
@@ -170,7 +175,8 @@ class Dispatcher:
         self._max_emits = max(1000, max_queue)
         self._lock = threading.Lock()
         self._inbox: list[tuple[_Work, Any]] = []
-        self._wake_pending = False
+        self._wake_pending = False  # a drain is scheduled (woken, or the next poll)
+        self._active_until = 0.0
         self._waiting = 0
         self._closed = False
         self._open: set[Job] = set()
@@ -244,7 +250,16 @@ class Dispatcher:
         with self._lock:
             items = self._inbox
             self._inbox = []
-            self._wake_pending = False
+            now = time.monotonic()
+            if items:
+                self._active_until = now + ACTIVE_FOR
+            # While work keeps coming the loop drains on a timer, and a hand-off needs no wake-up
+            # (a write to the loop's self-pipe, and the wake of a thread that may sleep on
+            # another core); idle, it sleeps until the next hand-off wakes it.
+            polling = now < self._active_until and not self._closed
+            self._wake_pending = polling
+        if polling:
+            self._loop.call_later(POLL_EVERY, self._drain)
         for kind, payload in items:
             try:
                 if kind is _Work.START:
@@ -262,11 +277,19 @@ class Dispatcher:
     def _start(self, job: Job) -> None:
         if job.finished:
             return
-        task = self._loop.create_task(self._call(job))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # Kept until its coroutine ends (it discards itself there: a done callback would cost
+        # one more loop iteration per job).
+        self._tasks.add(self._loop.create_task(self._call(job)))
 
     async def _call(self, job: Job) -> None:
+        try:
+            await self._exchange(job)
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _exchange(self, job: Job) -> None:
         started = time.perf_counter()
         try:
             self._sink.start(job)

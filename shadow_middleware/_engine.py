@@ -18,9 +18,10 @@ from typing import Any
 
 from ._config import RouteTable, ShadowConfig
 from ._dispatch import TargetState
+from ._isolation import HelperClient
 from ._outcomes import OUTCOMES, Reason
 from ._pipeline import Pipeline
-from ._tap import Tap, header_value
+from ._tap import RequestTap, header_value
 from ._telemetry import Telemetry
 from ._wire import MARKER, sample_point, valid_method, valid_origin_form
 
@@ -37,9 +38,14 @@ class Shadow:
         meter_provider: the OpenTelemetry ``MeterProvider`` to use; the global one
             when omitted.
 
-    The background machinery (one daemon thread with its own event loop) starts on
-    the first shadowed request in each process, so an engine built before a fork
-    (gunicorn ``--preload``) starts fresh in every worker.
+    The background machinery (one daemon thread with its own event loop; with
+    ``isolation="process"``, a helper process) starts on the first shadowed request in
+    each process, so an engine built before a fork (gunicorn ``--preload``) starts fresh
+    in every worker.
+
+    With ``isolation="process"`` spans and metrics are recorded in the helper process,
+    which cannot use providers built here: giving ``tracer_provider`` or ``meter_provider``
+    then needs ``config.telemetry_setup`` (the function that configures them there).
     """
 
     def __init__(
@@ -47,6 +53,16 @@ class Shadow:
     ) -> None:
         if not isinstance(config, ShadowConfig):
             raise ValueError(f"config: must be a ShadowConfig, got {type(config).__name__}")
+        if config.isolation == "process" and config.telemetry_setup is None:
+            for name, given in (("tracer_provider", tracer_provider), ("meter_provider", meter_provider)):
+                if given is not None:
+                    raise ValueError(
+                        f"{name}: with isolation='process' spans and metrics are recorded in the "
+                        "helper process, which cannot use a provider built here: set "
+                        "telemetry_setup='package.module:function' (called there to configure "
+                        "OpenTelemetry), or leave the providers out to configure it from OTEL_* "
+                        "variables"
+                    )
         self.config = config
         self._telemetry = Telemetry(tracer_provider, meter_provider, link=config.span_placement == "link")
         self._routes = RouteTable(config.compiled_routes)
@@ -55,16 +71,19 @@ class Shadow:
         self._closed = False
         self._close_lock = threading.Lock()
         self._rates = {t.name: t.sample_rate for t in config.targets}
-        self._pipeline = Pipeline(config, self._telemetry, self._rates)
+        self._pipeline = self._machinery()
         ref = weakref.ref(self)
 
         def after_fork() -> None:
-            # A forked child starts with fresh locks, no dispatcher thread (threads do
-            # not survive fork) and its own counters.
+            # A forked child starts with fresh locks, no dispatcher thread or helper (threads
+            # do not survive fork; the parent's helper serves the parent only) and its own
+            # counters.
             engine = ref()
             if engine is not None:
+                if isinstance(engine._pipeline, HelperClient):
+                    engine._pipeline.after_fork_in_child()
                 engine._close_lock = threading.Lock()
-                engine._pipeline = Pipeline(engine.config, engine._telemetry, engine._rates)
+                engine._pipeline = engine._machinery()
 
         os.register_at_fork(after_in_child=after_fork)
         _live.add(self)
@@ -72,6 +91,11 @@ class Shadow:
         # before the exit hook of an SDK provider the app set up before this engine.
         atexit.unregister(_close_all_at_exit)
         atexit.register(_close_all_at_exit)
+
+    def _machinery(self) -> Pipeline | HelperClient:
+        if self.config.isolation == "process":
+            return HelperClient(self.config, self._rates)
+        return Pipeline(self.config, self._telemetry, self._rates)
 
     # ---- public API --------------------------------------------------------------
 
@@ -120,6 +144,8 @@ class Shadow:
         pipeline = self._pipeline
         if pipeline.pid != os.getpid():
             return True
+        if isinstance(pipeline, HelperClient):
+            return pipeline.flush(timeout)  # the helper flushes its own providers
         deadline = time.monotonic() + timeout
         done = pipeline.flush(timeout)
         return self._telemetry.force_flush(deadline - time.monotonic()) and done
@@ -135,7 +161,10 @@ class Shadow:
                 return
             self._closed = True
         pipeline = self._pipeline
-        if pipeline.pid == os.getpid():
+        if isinstance(pipeline, HelperClient):
+            if pipeline.pid == os.getpid():
+                pipeline.close(timeout)
+        elif pipeline.pid == os.getpid():
             deadline = time.monotonic() + timeout
             pipeline.close(timeout)
             # At least a moment for the exporters, even when draining used the whole budget.
@@ -160,7 +189,7 @@ class Shadow:
         query: str,
         headers: list[tuple[str, str]],
         content_length: int | None,
-    ) -> Tap | None:
+    ) -> RequestTap | None:
         """Open an exchange for a request on ``route``; None when nothing is to be done.
 
         ``path`` is the percent-encoded request path and ``headers`` are
@@ -200,7 +229,7 @@ class Shadow:
                     chosen.append(state)
             if not chosen:
                 return None
-            tap = Tap(pipeline, route, method, path, query, headers, chosen, deferred)
+            tap = pipeline.open(route, method, path, query, headers, chosen, deferred)
             if content_length is not None and content_length > self.config.max_body_bytes:
                 tap.skip_all(Reason.BODY_TOO_LARGE)
                 return None

@@ -18,7 +18,7 @@ class Outcome(StrEnum):
     MISMATCH = "mismatch"  # both answered, and something compared differs
     ERROR = "error"  # the candidate failed: no answer, a bad answer, or a 5xx where the primary had none
     TIMEOUT = "timeout"  # the candidate did not answer within its target's timeout
-    DROPPED = "dropped"  # a bound refused the work (queue, circuit, shutdown)
+    DROPPED = "dropped"  # a bound refused the work (queue, circuit, shutdown, a lost helper)
     SKIPPED = "skipped"  # nothing to compare (body over the cap, the primary failed, ...)
 
 
@@ -33,6 +33,7 @@ class Reason(StrEnum):
     QUEUE_FULL = "queue_full"
     CIRCUIT_OPEN = "circuit_open"
     SHUTDOWN = "shutdown"
+    HELPER_RESTART = "helper_restart"  # isolation="process": the helper process was lost, or restarting
     # skipped
     BODY_TOO_LARGE = "body_too_large"
     BODY_NOT_READ = "body_not_read"

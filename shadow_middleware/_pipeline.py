@@ -75,11 +75,27 @@ class Pipeline:
         with self._lock:
             return {name: dict(counts) for name, counts in self._stats.items()}
 
-    def _count(self, target: str, outcome: str) -> None:
+    def _count(self, target: str, outcome: str, tap: Any, finished_job: bool) -> None:
+        """Count one exchange's outcome: ``tap``'s, for ``target``; ``finished_job``: it ends
+        an accepted job (else it was decided before any call). The helper process
+        (``isolation="process"``) also reports it back to the app here."""
         with self._lock:
             self._stats[target][outcome] += 1
 
     # ---- the tap's side (request threads) ------------------------------------------
+
+    def open(
+        self,
+        route: str,
+        method: str,
+        path: str,
+        query: str,
+        headers: list[tuple[str, str]],
+        chosen: list[TargetState],
+        deferred: bool,
+    ) -> Tap:
+        """The tap of one request for which ``chosen`` targets were sampled."""
+        return Tap(self, route, method, path, query, headers, chosen, deferred)
 
     def submit(self, job: Job) -> Reason | None:
         """Queue a job; returns a drop reason when it was refused."""
@@ -102,7 +118,8 @@ class Pipeline:
             target, tap.route, tap.method, shadow_url(target, tap.path, tap.query), outcome, reason
         )
         result.correlation_id = tap.correlation_id
-        self._count(target.name, outcome)
+        result.inputs = tap.inputs
+        self._count(target.name, outcome, tap, False)
         with self._lock:
             self._seq += 1
             seq = self._seq
@@ -149,7 +166,7 @@ class Pipeline:
         except Exception as exc:
             self.error(exc)
             result = unjudged_result(job)
-        self._count(result.target, result.outcome)
+        self._count(result.target, result.outcome, job.tap, True)
         try:
             self._telemetry.finish(job.span, result)
         except Exception as exc:

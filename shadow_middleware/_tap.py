@@ -17,16 +17,17 @@ import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from ._compare import MISSING, resolve, try_json
+from ._compare import MAX_STRING_VALUE, MISSING, AttrValue, resolve, try_json
 from ._config import ShadowConfig, Source
 from ._dispatch import Job, Primary, TargetState
 from ._outcomes import Outcome, Reason
 from ._telemetry import capture_context
 from ._wire import forwarded_headers, sample_point, shadow_url
 
-__all__ = ["Owner", "Tap", "header_value"]
+__all__ = ["Owner", "RequestTap", "Tap", "header_value"]
 
 _dumps = json.dumps  # bound at import, like _compare's json.loads
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class Owner(Protocol):
@@ -47,12 +48,53 @@ class Owner(Protocol):
         """One of our own bugs: count and log it; never raise."""
 
 
+class RequestTap(Protocol):
+    """What an adapter calls as a request's bytes pass: a :class:`Tap` (``isolation="thread"``)
+    or an ``_isolation.Capture`` (``isolation="process"``). No method ever raises."""
+
+    @property
+    def body_done(self) -> bool: ...
+
+    def skip_all(self, reason: Reason) -> None: ...
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None: ...
+
+    def body_complete(self) -> None: ...
+
+    def disconnected(self) -> None: ...
+
+    def response_start(self, status: int, content_encoding: str) -> None: ...
+
+    def response_body(self, chunk: bytes | bytearray | memoryview) -> None: ...
+
+    def response_complete(self) -> None: ...
+
+    def finish(self, failure: Reason | None = None) -> None: ...
+
+
 def header_value(headers: Iterable[tuple[str, str]], name: str) -> str | None:
     """The first value of the (lower-case) header ``name``."""
     for key, value in headers:
         if key == name:
             return value
     return None
+
+
+def _scalars(
+    doc: Any, pointers: tuple[tuple[tuple[str, ...], str], ...]
+) -> tuple[tuple[str, AttrValue], ...]:
+    """``(suffix, value)`` for each pointer whose value in ``doc`` is a string (cut like a
+    correlation id), a number or a boolean; objects, arrays, null and absent values are left out."""
+    found: list[tuple[str, AttrValue]] = []
+    for tokens, suffix in pointers:
+        value = resolve(doc, tokens)
+        if isinstance(value, str):
+            found.append((suffix, value[:MAX_STRING_VALUE]))
+        elif isinstance(value, bool | float) or (
+            isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX  # else no OTLP encoding
+        ):
+            found.append((suffix, value))
+    return tuple(found)
 
 
 class Tap:
@@ -79,6 +121,7 @@ class Tap:
         "ctx",
         "forward",
         "headers",
+        "inputs",
         "method",
         "owner",
         "path",
@@ -107,6 +150,7 @@ class Tap:
         self.ctx = capture_context()
         self.start = time.perf_counter()
         self.correlation_id: str | None = None
+        self.inputs: tuple[tuple[str, AttrValue], ...] = ()  # ShadowConfig.record_inputs found
         self.forward: list[tuple[str, str]] = []
         self._states = states
         self._deferred = deferred
@@ -174,19 +218,20 @@ class Tap:
     def _start_jobs(self, body: bytes) -> None:
         owner = self.owner
         config = owner.config
-        doc: Any = None
-        parsed = False
+        doc: Any = MISSING  # the request body as JSON: parsed once, when first needed
 
-        def value_of(source: Source) -> str | None:
-            nonlocal doc, parsed
-            if source.kind == "header":
-                return header_value(self.headers, source.name)
-            if not parsed:
-                parsed = True
+        def document() -> Any:
+            nonlocal doc
+            if doc is MISSING:
                 ok, doc = try_json(body)
                 if not ok:
                     doc = None
-            found = resolve(doc, source.tokens) if doc is not None else MISSING
+            return doc
+
+        def value_of(source: Source) -> str | None:
+            if source.kind == "header":
+                return header_value(self.headers, source.name)
+            found = resolve(document(), source.tokens) if document() is not None else MISSING
             if found is MISSING or found is None:
                 return None
             if isinstance(found, dict | list):
@@ -197,6 +242,8 @@ class Tap:
 
         if config.correlation_source is not None:
             self.correlation_id = value_of(config.correlation_source)
+        if config.input_tokens and document() is not None:
+            self.inputs = _scalars(doc, config.input_tokens)
         states = self._states
         if self._deferred and config.sample_source is not None:
             key = value_of(config.sample_source)

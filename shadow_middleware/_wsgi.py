@@ -9,7 +9,7 @@ from typing import Any
 from ._adapter import Adapter
 from ._engine import Shadow
 from ._outcomes import Reason
-from ._tap import Tap
+from ._tap import RequestTap
 from ._wire import quote_path
 
 __all__ = ["ShadowWSGIMiddleware"]
@@ -56,7 +56,7 @@ class ShadowWSGIMiddleware(Adapter):
         return _run(self.app, tap, length, environ, start_response)
 
 
-def _begin(shadow: Shadow, route: str, environ: dict[str, Any]) -> tuple[Tap | None, int | None]:
+def _begin(shadow: Shadow, route: str, environ: dict[str, Any]) -> tuple[RequestTap | None, int | None]:
     try:
         headers = []
         for key, value in environ.items():
@@ -87,7 +87,7 @@ def _begin(shadow: Shadow, route: str, environ: dict[str, Any]) -> tuple[Tap | N
 
 def _run(
     app: WSGIApp,
-    tap: Tap,
+    tap: RequestTap,
     length: int | None,
     environ: dict[str, Any],
     start_response: StartResponse,
@@ -137,7 +137,7 @@ class _TeeInput:
 
     __slots__ = ("_done", "_length", "_seen", "_stream", "_tap")
 
-    def __init__(self, stream: Any, tap: Tap, length: int | None) -> None:
+    def __init__(self, stream: Any, tap: RequestTap, length: int | None) -> None:
         self._stream = stream
         self._tap = tap
         self._length = length  # None: chunked, read until EOF
@@ -229,7 +229,7 @@ class _TeeIterable:
 
     __slots__ = ("_done", "_failed", "_iterable", "_iterator", "_tap")
 
-    def __init__(self, iterable: Iterable[bytes], tap: Tap) -> None:
+    def __init__(self, iterable: Iterable[bytes], tap: RequestTap) -> None:
         self._iterable = iterable
         self._tap = tap
         self._iterator: Iterator[bytes] | None = None

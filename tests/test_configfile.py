@@ -43,6 +43,9 @@ drain_timeout = 2.5
 circuit_failures = 3
 circuit_cooldown = 10
 span_placement = "link"
+record_inputs = ["/tenure_months", "/monthly_charges"]
+isolation = "process"
+telemetry_setup = "examples.churn.telemetry:helper_telemetry"
 
 [compare]
 ignore = []  # only for a whole-body comparison, or below a compared field
@@ -115,6 +118,9 @@ def example_by_constructor() -> ShadowConfig:
         circuit_failures=3,
         circuit_cooldown=10,
         span_placement="link",
+        record_inputs=["/tenure_months", "/monthly_charges"],
+        isolation="process",
+        telemetry_setup="examples.churn.telemetry:helper_telemetry",
     )
 
 
@@ -1142,3 +1148,24 @@ def test_cli_help_describes_the_command_without_python_names(capsys: pytest.Capt
     out = capsys.readouterr().out
     assert "from_env" not in out and "ShadowConfig" not in out and "config_from" not in out
     assert "one per line" in out and "SHADOW_CONFIG=PATH" in out
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "timout = 2.0",
+            "timout: unknown key (did you mean 'timeout'? It belongs in each [[targets]] table)",
+        ),
+        ("abs_tol = 0.1", "abs_tol: unknown key (did you mean 'abs_tol'? It belongs in the [compare] table)"),
+        ("max_queu = 5", "max_queu: unknown key (did you mean 'max_queue'?)"),
+    ],
+)
+def test_a_top_level_key_that_belongs_in_a_table_says_where(
+    line: str, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("shadow.toml").write_text(f'{line}\n\n[[targets]]\nname = "v2"\nurl = "http://127.0.0.1:9/x"\n')
+    with pytest.raises(ValueError) as info:
+        ShadowConfig.from_toml("shadow.toml")
+    assert str(info.value) == f"shadow.toml: {expected}"

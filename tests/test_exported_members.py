@@ -77,6 +77,11 @@ def test_contract_signatures() -> None:
     assert config["max_queue"] == 1000
     assert config["drop_headers"] == ("authorization", "cookie", "proxy-authorization", "x-api-key")
     assert config["sample_key"] is None and config["correlation_id"] is None and config["enabled"] is True
+    # Issue 13: the helper process is opt-in; thread mode stays the default.
+    assert list(config)[-2:] == ["isolation", "telemetry_setup"]
+    assert config["isolation"] == "thread" and config["telemetry_setup"] is None
+    # opt-in request inputs on the spans (issue 14): a keyword, wherever it sits after span_placement
+    assert config["record_inputs"] == ()
     assert defaults(shadow_middleware.Compare) == {
         "fields": (),
         "ignore": (),

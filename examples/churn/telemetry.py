@@ -25,7 +25,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-__all__ = ["DEFAULT_SPAN_FILE", "install_global", "setup_telemetry"]
+__all__ = ["DEFAULT_SPAN_FILE", "helper_telemetry", "install_global", "setup_telemetry"]
 
 DEFAULT_SPAN_FILE = "shadow-spans.jsonl"
 SPAN_FILE_ENV = "EXAMPLE_SPAN_FILE"
@@ -84,6 +84,14 @@ def setup_telemetry(service_name: str) -> tuple[TracerProvider, MeterProvider, s
     if not readers:
         description += " (metrics not exported)"
     return tracer_provider, meter_provider, description
+
+
+def helper_telemetry() -> tuple[TracerProvider, MeterProvider]:
+    """``telemetry_setup`` for ``isolation="process"``
+    (``SHADOW_TELEMETRY_SETUP=examples.churn.telemetry:helper_telemetry``): the same destinations,
+    set up in the helper process that records the shadow spans and metrics."""
+    tracer_provider, meter_provider, _ = setup_telemetry("churn-api")
+    return tracer_provider, meter_provider
 
 
 def install_global(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:

@@ -11,8 +11,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 
 
 class JsonLinesExporter(SpanExporter):
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, pid: int | None = None) -> None:
         self.path = path
+        self.pid = pid  # the process the spans are recorded for (the app's, for a helper)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         lines = []
@@ -22,7 +23,7 @@ class JsonLinesExporter(SpanExporter):
                 json.dumps(
                     {
                         "name": span.name,
-                        "pid": os.getpid(),
+                        "pid": self.pid or os.getpid(),
                         "trace_id": format(span.context.trace_id, "032x"),
                         "span_id": format(span.context.span_id, "016x"),
                         "parent_span_id": format(span.parent.span_id, "016x") if span.parent else None,
@@ -41,17 +42,63 @@ class JsonLinesExporter(SpanExporter):
 
 def tracer_provider() -> TracerProvider | None:
     path = os.environ.get("SPAN_FILE")
-    if not path:
+    if not path or isolation():
         return None
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(path)))
     return provider
 
 
+def helper_telemetry() -> None:
+    """``telemetry_setup`` of the test apps under ``SHADOW_ISOLATION=process``: the helper
+    writes the same span file, each span under its app process's pid (the helper's parent);
+    and, when ``$METRIC_FILE`` is set, the metrics there (OTLP JSON lines, cumulative)."""
+    from opentelemetry import metrics, trace
+
+    path = os.environ.get("SPAN_FILE")
+    if path:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(path, pid=os.getppid())))
+        trace.set_tracer_provider(provider)
+    metric_file = os.environ.get("METRIC_FILE")
+    if metric_file:
+        from opentelemetry.exporter.otlp.json.file.metric_exporter import FileMetricExporter
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        reader = PeriodicExportingMetricReader(FileMetricExporter(metric_file), export_interval_millis=60_000)
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+
+
+def metric_sums(path: str | os.PathLike[str]) -> dict[tuple[str, str, str], int]:
+    """``shadow.requests`` by (target, route, outcome), from the last export in ``path``."""
+    sums: dict[tuple[str, str, str], int] = {}
+    with open(path) as f:
+        lines = [line for line in f if '"shadow.requests"' in line]
+    for rm in json.loads(lines[-1])["resourceMetrics"]:
+        for sm in rm["scopeMetrics"]:
+            for metric in sm["metrics"]:
+                if metric["name"] != "shadow.requests":
+                    continue
+                for point in metric["sum"]["dataPoints"]:
+                    attrs = {a["key"]: a["value"]["stringValue"] for a in point["attributes"]}
+                    key = (attrs["shadow.target"], attrs["shadow.route"], attrs["shadow.outcome"])
+                    sums[key] = sums.get(key, 0) + int(point["asInt"])
+    return sums
+
+
+def isolation() -> dict[str, str]:
+    """``SHADOW_ISOLATION=process`` runs the test apps' engine with a helper process."""
+    if os.environ.get("SHADOW_ISOLATION") == "process":
+        return {"isolation": "process", "telemetry_setup": "tests.apps.spanfile:helper_telemetry"}
+    return {}
+
+
 def shadow_config():  # type: ignore[no-untyped-def]
     from shadow_middleware import Compare, ShadowConfig, ShadowTarget
 
     return ShadowConfig(
+        **isolation(),
         targets=[
             ShadowTarget(
                 "cand", url=os.environ["SHADOW_URL"], timeout=float(os.environ.get("SHADOW_TIMEOUT", "2"))
