@@ -54,7 +54,8 @@ from ._circuit import CircuitBreaker
 from ._config import ShadowConfig, config_data
 from ._dispatch import TargetState
 from ._outcomes import OUTCOMES, Outcome, Reason
-from ._telemetry import capture_context, trace_context
+from ._tap import CappedCopy
+from ._telemetry import trace_context
 
 __all__ = ["Capture", "FrameReader", "HelperClient", "frame"]
 
@@ -120,7 +121,7 @@ class FrameReader:
 # ---- the tap of this mode --------------------------------------------------------------------
 
 
-class Capture:
+class Capture(CappedCopy):
     """One request on a shadowed route under ``isolation="process"``: capped copies of the
     request body and of production's answer, sent to the helper as one message.
 
@@ -130,29 +131,10 @@ class Capture:
 
     __slots__ = (
         "_body",
-        "_body_done",
-        "_broken",
-        "_chunks",
         "_client",
-        "_finished",
-        "_gone",
-        "_over",
         "_primary_ms",
-        "_resp_chunks",
-        "_resp_done",
-        "_resp_encoding",
-        "_resp_size",
-        "_resp_status",
         "_sent",
-        "_size",
-        "ctx",
         "deferred",
-        "headers",
-        "method",
-        "path",
-        "query",
-        "route",
-        "start",
         "states",
     )
 
@@ -167,35 +149,15 @@ class Capture:
         states: list[TargetState],
         deferred: bool,
     ) -> None:
+        super().__init__(
+            route, method, path, query, headers, client.max_body_bytes, client.max_response_bytes
+        )
         self._client = client
-        self.route = route
-        self.method = method
-        self.path = path
-        self.query = query
-        self.headers = headers
         self.states = states
         self.deferred = deferred
-        self.ctx = capture_context()
-        self.start = time.perf_counter()
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self._over = False
-        self._body_done = False
         self._body: bytes | None = None
-        self._resp_status: int | None = None
-        self._resp_encoding = ""
-        self._resp_chunks: list[bytes] = []
-        self._resp_size = 0
-        self._resp_done = False
         self._primary_ms = 0.0
         self._sent = False
-        self._finished = False
-        self._broken = False
-        self._gone = False
-
-    @property
-    def body_done(self) -> bool:
-        return self._body_done
 
     def skip_all(self, reason: Reason) -> None:
         """End the exchange for every chosen target as ``skipped`` (in the helper)."""
@@ -206,18 +168,8 @@ class Capture:
         self._broken = True
         self._client.error(exc)
 
-    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
-        if self._over or self._body_done or self._broken:
-            return
-        try:
-            self._size += len(chunk)
-            if self._size > self._client.max_body_bytes:
-                self._over = True
-                self._chunks = []
-            elif chunk:
-                self._chunks.append(bytes(chunk))
-        except Exception as exc:
-            self._fail(exc)
+    def _wants_response(self) -> bool:
+        return not (self._over or self._sent)
 
     def body_complete(self) -> None:
         if self._body_done or self._broken:
@@ -232,27 +184,6 @@ class Capture:
             if self._resp_done:
                 # The app answered before it finished reading the body: compare with that answer.
                 self._send(self._body, None, self._resp_status)
-        except Exception as exc:
-            self._fail(exc)
-
-    def disconnected(self) -> None:
-        self._gone = True
-
-    def response_start(self, status: int, content_encoding: str) -> None:
-        if self._broken:
-            return
-        self._resp_status = status
-        self._resp_encoding = content_encoding
-
-    def response_body(self, chunk: bytes | bytearray | memoryview) -> None:
-        if self._broken or self._resp_done or self._over or self._sent:
-            return  # nothing will ever compare this response: do not copy it
-        try:
-            room = self._client.max_response_bytes - self._resp_size
-            if room > 0 and chunk:
-                piece = bytes(chunk[:room])
-                self._resp_chunks.append(piece)
-                self._resp_size += len(piece)
         except Exception as exc:
             self._fail(exc)
 

@@ -97,37 +97,135 @@ def _scalars(
     return tuple(found)
 
 
-class Tap:
-    """One request on a shadowed route, as an adapter sees it."""
+class CappedCopy:
+    """The capped copies one request leaves as its bytes pass: the request body as the app
+    reads it, the primary's answer as it is sent. Shared by :class:`Tap` (thread isolation) and
+    ``_isolation.Capture`` (process isolation), which decide what to do with them.
+
+    Parameters:
+        route, method, path, query, headers: the request, as ``Shadow.begin`` was given it.
+        body_cap: ``max_body_bytes``: past it the copy is dropped and the request is skipped.
+        response_cap: ``max_response_bytes`` of the primary's answer kept for comparison.
+    """
 
     __slots__ = (
+        "_body_cap",
         "_body_done",
         "_broken",
         "_chunks",
-        "_deferred",
         "_finished",
         "_gone",
-        "_jobs",
         "_over",
-        "_primary",
+        "_resp_cap",
         "_resp_chunks",
         "_resp_done",
         "_resp_encoding",
         "_resp_size",
         "_resp_status",
         "_size",
-        "_states",
-        "correlation_id",
         "ctx",
-        "forward",
         "headers",
-        "inputs",
         "method",
-        "owner",
         "path",
         "query",
         "route",
         "start",
+    )
+
+    def __init__(
+        self,
+        route: str,
+        method: str,
+        path: str,
+        query: str,
+        headers: list[tuple[str, str]],
+        body_cap: int,
+        response_cap: int,
+    ) -> None:
+        self.route = route
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.ctx = capture_context()
+        self.start = time.perf_counter()
+        self._body_cap = body_cap
+        self._resp_cap = response_cap
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._over = False
+        self._body_done = False
+        self._resp_status: int | None = None
+        self._resp_encoding = ""
+        self._resp_chunks: list[bytes] = []
+        self._resp_size = 0
+        self._resp_done = False
+        self._finished = False
+        self._broken = False
+        self._gone = False
+
+    @property
+    def body_done(self) -> bool:
+        return self._body_done
+
+    def _fail(self, exc: BaseException) -> None:
+        """One of our own bugs: stop copying, count it (never raise)."""
+        raise NotImplementedError
+
+    def _wants_response(self) -> bool:
+        """Whether anything will ever compare the primary's answer (else it is not copied)."""
+        return True
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
+        """A piece of the request body, as the app reads it."""
+        if self._over or self._body_done or self._broken:
+            return
+        try:
+            self._size += len(chunk)
+            if self._size > self._body_cap:
+                self._over = True
+                self._chunks = []
+            elif chunk:
+                self._chunks.append(bytes(chunk))
+        except Exception as exc:
+            self._fail(exc)
+
+    def disconnected(self) -> None:
+        """The client went away before sending the whole body."""
+        self._gone = True
+
+    def response_start(self, status: int, content_encoding: str) -> None:
+        if self._broken:
+            return
+        self._resp_status = status
+        self._resp_encoding = content_encoding
+
+    def response_body(self, chunk: bytes | bytearray | memoryview) -> None:
+        """A piece of the primary's response body, as it is sent."""
+        if self._broken or self._resp_done or not self._wants_response():
+            return
+        try:
+            room = self._resp_cap - self._resp_size
+            if room > 0 and chunk:
+                piece = bytes(chunk[:room])
+                self._resp_chunks.append(piece)
+                self._resp_size += len(piece)
+        except Exception as exc:
+            self._fail(exc)
+
+
+class Tap(CappedCopy):
+    """One request on a shadowed route, as an adapter sees it."""
+
+    __slots__ = (
+        "_deferred",
+        "_jobs",
+        "_primary",
+        "_states",
+        "correlation_id",
+        "forward",
+        "inputs",
+        "owner",
     )
 
     def __init__(
@@ -141,37 +239,18 @@ class Tap:
         states: list[TargetState],
         deferred: bool,
     ) -> None:
+        config = owner.config
+        super().__init__(
+            route, method, path, query, headers, config.max_body_bytes, config.max_response_bytes
+        )
         self.owner = owner
-        self.route = route
-        self.method = method
-        self.path = path
-        self.query = query
-        self.headers = headers
-        self.ctx = capture_context()
-        self.start = time.perf_counter()
         self.correlation_id: str | None = None
         self.inputs: tuple[tuple[str, AttrValue], ...] = ()  # ShadowConfig.record_inputs found
         self.forward: list[tuple[str, str]] = []
         self._states = states
         self._deferred = deferred
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self._over = False
-        self._body_done = False
         self._jobs: list[Job] = []
-        self._resp_status: int | None = None
-        self._resp_encoding = ""
-        self._resp_chunks: list[bytes] = []
-        self._resp_size = 0
-        self._resp_done = False
         self._primary: Primary | None = None
-        self._finished = False
-        self._broken = False
-        self._gone = False
-
-    @property
-    def body_done(self) -> bool:
-        return self._body_done
 
     def skip_all(self, reason: Reason) -> None:
         """End the exchange for every chosen target as ``skipped``."""
@@ -183,21 +262,10 @@ class Tap:
         self._broken = True
         self.owner.internal_error(exc)
 
-    # ---- request body ----------------------------------------------------------
+    def _wants_response(self) -> bool:
+        return bool(self._jobs) or not (self._body_done or self._over or not self._states)
 
-    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
-        """A piece of the request body, as the app reads it."""
-        if self._over or self._body_done or self._broken:
-            return
-        try:
-            self._size += len(chunk)
-            if self._size > self.owner.config.max_body_bytes:
-                self._over = True
-                self._chunks = []
-            elif chunk:
-                self._chunks.append(bytes(chunk))
-        except Exception as exc:
-            self._fail(exc)
+    # ---- request body ----------------------------------------------------------
 
     def body_complete(self) -> None:
         """The app has read the whole request body: start the shadow calls now."""
@@ -266,32 +334,7 @@ class Tap:
             # The app answered before it finished reading the body: compare with that answer.
             self._deliver(self._primary)
 
-    def disconnected(self) -> None:
-        """The client went away before sending the whole body."""
-        self._gone = True
-
     # ---- response --------------------------------------------------------------
-
-    def response_start(self, status: int, content_encoding: str) -> None:
-        if self._broken:
-            return
-        self._resp_status = status
-        self._resp_encoding = content_encoding
-
-    def response_body(self, chunk: bytes | bytearray | memoryview) -> None:
-        """A piece of the primary's response body, as it is sent."""
-        if self._broken or self._resp_done:
-            return
-        if not self._jobs and (self._body_done or self._over or not self._states):
-            return  # nothing will ever compare this response: do not copy it
-        try:
-            room = self.owner.config.max_response_bytes - self._resp_size
-            if room > 0 and chunk:
-                piece = bytes(chunk[:room])
-                self._resp_chunks.append(piece)
-                self._resp_size += len(piece)
-        except Exception as exc:
-            self._fail(exc)
 
     def response_complete(self) -> None:
         """The primary's response has been sent completely."""
