@@ -62,8 +62,9 @@ _ENV_SOURCE = "environment"
 _BASE_SOURCE = "base"
 _MASK = "***"
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+#: How an environment variable says "off" (also the SHADOW_ENABLED kill switch).
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
 # --------------------------------------------------------------------------- parameters
@@ -818,9 +819,9 @@ def _parse_env_value(var: str, param: _Param, text: str) -> Any:
         except ValueError:
             raise ValueError(f"{var}: expected a number, got {text!r}") from None
     if kind == "bool":
-        if text.lower() in _TRUE:
+        if text.lower() in TRUE_WORDS:
             return True
-        if text.lower() in _FALSE:
+        if text.lower() in FALSE_WORDS:
             return False
         raise ValueError(f"{var}: expected a boolean (1/0, true/false, yes/no, on/off), got {text!r}")
     if kind in ("strs", "fields"):

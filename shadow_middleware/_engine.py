@@ -17,6 +17,7 @@ import weakref
 from typing import Any
 
 from ._config import RouteTable, ShadowConfig
+from ._configfile import FALSE_WORDS
 from ._dispatch import TargetState
 from ._isolation import HelperClient
 from ._outcomes import OUTCOMES, Reason
@@ -259,4 +260,4 @@ def _close_all_at_exit() -> None:
 def kill_switch_set() -> bool:
     """``SHADOW_ENABLED`` says off (``0``, ``false``, ``no``, ``off``)."""
     value = os.environ.get("SHADOW_ENABLED")
-    return value is not None and value.strip().lower() in ("0", "false", "no", "off")
+    return value is not None and value.strip().lower() in FALSE_WORDS

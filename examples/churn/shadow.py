@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+from examples.churn import data
 from shadow_middleware import ShadowConfig
 
 DEFAULT_CANDIDATE_URL = "http://127.0.0.1:5002/predict_shadow"
@@ -41,14 +42,6 @@ def shadow_config() -> ShadowConfig:
             # The model's inputs, on the spans, for drift against the training data (report
             # --reference). Opt-in: these are customer attributes; record only what your
             # telemetry backend may keep (see README, "Request inputs and personal data").
-            "record_inputs": [
-                "/tenure_months",
-                "/monthly_charges",
-                "/support_calls",
-                "/age",
-                "/contract",
-                "/has_fiber",
-                "/payment_electronic",
-            ],
+            "record_inputs": ["/" + name for name in data.FEATURES],
         }
     )
