@@ -117,6 +117,9 @@ class Diff:
     decisions: int = 0  # numbers compared as decisions (Compare.threshold)
     flips: int = 0  # of which the decisions differ
     score_abs_diff: float | None = None  # |primary - candidate| of the first numeric field
+    # Compare.fields (primary pointers) absent from both JSON bodies: nothing was compared
+    # there, which is not agreement (a typo in the pointer, say).
+    missing: list[str] = field(default_factory=list)
 
     def add(self, tokens: tuple[str, ...]) -> None:
         self.count += 1
@@ -224,6 +227,8 @@ def compare_bodies(cfg: Compare, primary: bytes, candidate: bytes) -> Diff:
     for p_tokens, c_tokens, suffix in cfg.field_tokens:
         p_val = resolve(p_doc, p_tokens)
         c_val = resolve(c_doc, c_tokens)
+        if p_val is MISSING and c_val is MISSING:
+            diff.missing.append(pointer(p_tokens))
         differ.walk(p_val, c_val, p_tokens)
         if diff.score_abs_diff is None and _is_number(p_val) and _is_number(c_val):
             try:

@@ -7,6 +7,8 @@ Where to add a comparison rule: the body diff itself is ``_compare.compare_bodie
 
 from __future__ import annotations
 
+import logging
+
 from ._compare import compare_bodies, decode_body
 from ._config import ShadowConfig, ShadowTarget
 from ._dispatch import Job
@@ -14,7 +16,9 @@ from ._outcomes import Outcome, Reason
 from ._result import Result
 from ._wire import ShadowURL
 
-__all__ = ["early_result", "judge", "server_duration_ms", "unjudged_result"]
+__all__ = ["early_result", "judge", "server_duration_ms", "unjudged_result", "warn_missing_fields"]
+
+logger = logging.getLogger("shadow_middleware")
 
 
 def _result(target: ShadowTarget, route: str, method: str, url: ShadowURL) -> Result:
@@ -76,11 +80,38 @@ def judge(job: Job, config: ShadowConfig) -> Result:
         r.values = diff.values
         r.decision_flip = diff.flips > 0 if diff.decisions else None
         r.score_abs_diff = diff.score_abs_diff
-        same = diff.count == 0 and candidate.status == primary.status
+        same_status = candidate.status == primary.status
+        same = diff.count == 0 and same_status
         r.outcome = Outcome.MATCH if same else Outcome.MISMATCH
-        if diff.candidate_unparseable:
+        if diff.missing and 200 <= primary.status < 300:
+            # A compared field neither answer has: nothing was compared there, which is not
+            # agreement (a typo in Compare.fields made a whole run "match"). An error answer
+            # (4xx on both, say) need not carry the field, so only a 2xx primary counts.
+            r.missing_fields = diff.missing
+            r.reason = Reason.FIELD_MISSING
+            if same:
+                r.outcome = Outcome.SKIPPED  # nothing to compare; what differs stays a mismatch
+        elif diff.candidate_unparseable:
             r.reason = Reason.CANDIDATE_NOT_JSON  # an HTML error page, say: worth telling apart
+        elif diff.count == 0 and not same_status:
+            r.reason = Reason.STATUS_MISMATCH  # the same body under another status (404, 503, ...)
     return r
+
+
+def warn_missing_fields(result: Result, warned: set[str]) -> None:
+    """Log one WARNING per ``Compare.fields`` pointer found absent from both answers, the
+    first time ``result`` shows it (``warned``: the pointers already logged, per engine)."""
+    for pointer in result.missing_fields:
+        if pointer not in warned:
+            warned.add(pointer)
+            logger.warning(
+                "shadow_middleware: compared field %r is absent from both answers (target %r, "
+                "route %r): these exchanges are not counted as agreement (reason "
+                "field_missing). Check compare.fields for a typo against the response body",
+                pointer,
+                result.target,
+                result.route,
+            )
 
 
 def server_duration_ms(header: str) -> float | None:

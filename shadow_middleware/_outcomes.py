@@ -42,5 +42,9 @@ class Reason(StrEnum):
     PRIMARY_TIMEOUT = "primary_timeout"
     NO_RESPONSE = "no_response"
     INTERNAL_ERROR = "internal_error"
+    # skipped when nothing else was compared, else on a mismatch: a Compare.fields pointer is
+    # absent from both answers of a 2xx exchange (shadow.missing_fields names it). Not agreement.
+    FIELD_MISSING = "field_missing"
     # mismatch
     CANDIDATE_NOT_JSON = "candidate_not_json"  # the primary answered JSON, the candidate did not
+    STATUS_MISMATCH = "status_mismatch"  # the bodies agree (or were not compared), the statuses differ

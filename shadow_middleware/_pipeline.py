@@ -21,7 +21,7 @@ from ._circuit import CircuitBreaker
 from ._config import ShadowConfig
 from ._dispatch import Dispatcher, HTTPClient, Job, Primary, TargetState
 from ._http import MiniHTTPClient
-from ._judge import early_result, judge, unjudged_result
+from ._judge import early_result, judge, unjudged_result, warn_missing_fields
 from ._outcomes import OUTCOMES, Outcome, Reason
 from ._result import Result
 from ._tap import Tap
@@ -68,6 +68,7 @@ class Pipeline:
         self._incomplete: dict[int, None] = {}
         self._flush_waiters = 0
         self.internal_errors = 0
+        self._missing_warned: set[str] = set()  # Compare.fields pointers logged as missing
 
     # ---- counters ----------------------------------------------------------------
 
@@ -163,6 +164,8 @@ class Pipeline:
     def done(self, job: Job) -> None:
         try:
             result = judge(job, self.config)
+            if result.missing_fields:
+                warn_missing_fields(result, self._missing_warned)
         except Exception as exc:
             self.error(exc)
             result = unjudged_result(job)

@@ -34,3 +34,5 @@ class Result:
     decision_flip: bool | None = None
     # |primary - candidate| of the first of Compare.fields that is a number on both sides
     score_abs_diff: float | None = None
+    # Compare.fields pointers absent from both answers (reason field_missing)
+    missing_fields: list[str] = field(default_factory=list)

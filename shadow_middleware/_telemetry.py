@@ -225,6 +225,8 @@ def _span_attributes(r: Result) -> dict[str, Any]:
         attrs["shadow.diff.paths"] = r.diff_paths
     if r.candidate_truncated:
         attrs["shadow.candidate.truncated"] = True
+    if r.missing_fields:
+        attrs["shadow.missing_fields"] = ",".join(r.missing_fields)
     for suffix, p_val, c_val in r.values:
         if p_val is not None:
             attrs["shadow.primary.body." + suffix] = p_val

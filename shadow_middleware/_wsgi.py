@@ -93,7 +93,7 @@ def _run(
     start_response: StartResponse,
 ) -> Iterable[bytes]:
     stream = environ.get("wsgi.input")
-    if stream is None or length == 0 or (length is None and not environ.get("wsgi.input_terminated")):
+    if stream is None or length == 0 or (length is None and not _unsized_body(environ)):
         # No body to read (PEP 3333: without CONTENT_LENGTH the app must not read).
         tap.body_complete()
     else:
@@ -125,6 +125,24 @@ def _run(
     if hasattr(iterable, "__len__"):
         return _SizedTeeIterable(iterable, tap)
     return _TeeIterable(iterable, tap)
+
+
+def _unsized_body(environ: dict[str, Any]) -> bool:
+    """Whether a request without ``CONTENT_LENGTH`` has a body to read to its end.
+
+    Only when the server ends the input for the app (``wsgi.input_terminated``) and, over
+    HTTP/1.x, the request says it has one: with neither Content-Length nor Transfer-Encoding
+    an HTTP/1.1 request has no body (RFC 9112 §6.3), although gunicorn sets
+    ``wsgi.input_terminated`` on every request (a GET would otherwise wait for a body that
+    never comes and end ``skipped``, ``body_not_read``). HTTP/2 and later frame a body
+    without either header, so there ``wsgi.input_terminated`` alone decides.
+    """
+    if not environ.get("wsgi.input_terminated"):
+        return False
+    protocol = str(environ.get("SERVER_PROTOCOL", "HTTP/1.1")).upper()
+    if protocol.startswith("HTTP/1.") or protocol == "HTTP/1" or protocol == "HTTP/0.9":
+        return bool(environ.get("HTTP_TRANSFER_ENCODING"))
+    return True
 
 
 def _status_code(status: str) -> int:

@@ -38,6 +38,12 @@ def stream() -> Response:
     return Response((f"part-{i}\n" for i in range(5)), mimetype="text/plain")
 
 
+@app.get("/score")
+def score() -> dict[str, Any]:
+    # A GET prediction route: the body is never read (there is none).
+    return {"prediction": round(int(request.args.get("customer_id", "0")) % 100 / 100, 3)}
+
+
 @app.get("/health")
 def health() -> dict[str, str]:
     return {"status": "ok"}
