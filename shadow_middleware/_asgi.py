@@ -9,6 +9,7 @@ from typing import Any
 from ._adapter import Adapter
 from ._engine import Shadow
 from ._outcomes import Reason
+from ._routecheck import starlette_routes, warn_unknown_routes
 from ._tap import RequestTap
 from ._wire import quote_path
 
@@ -33,6 +34,12 @@ class ShadowASGIMiddleware(Adapter):
             and closes it on lifespan shutdown. Give exactly one of ``shadow`` and ``config``.
         tracer_provider: OpenTelemetry ``TracerProvider`` for an engine built from ``config``.
         meter_provider: OpenTelemetry ``MeterProvider`` for an engine built from ``config``.
+        strict: a mistake in a configuration read from the environment fails the lifespan
+            startup (as with ``SHADOW_STRICT=1``); by default it is logged once at ERROR and
+            the app serves with shadowing off.
+
+    At lifespan startup, a configured route that matches none of a Starlette / FastAPI app's
+    routes (mounts included) gets one WARNING naming the closest route the app has.
 
     The request body is never read ahead: the copy is taken as the app reads it,
     and the shadow calls start when the app has read the last byte.
@@ -67,9 +74,10 @@ class ShadowASGIMiddleware(Adapter):
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.config_error is not None:
-            # Fail the deploy loudly, before any traffic: the server prints the message and
-            # exits non-zero. (Raising instead would make uvicorn decide the app does not
-            # support lifespan, then answer every request with a 500.)
+            # Strict (SHADOW_STRICT=1, strict=True) or a mistake in code: fail the deploy
+            # loudly, before any traffic: the server prints the message and exits non-zero.
+            # (Raising instead would make uvicorn decide the app does not support lifespan,
+            # then answer every request with a 500.)
             message = await receive()
             if message.get("type") == "lifespan.startup":
                 logger.error("%s", self.config_error)
@@ -79,6 +87,11 @@ class ShadowASGIMiddleware(Adapter):
         if self.shadow is None:
             await self.app(scope, receive, send)
             return
+        if not self.shadow.config_errors:
+            # The app's routes are all there by its startup: warn about configured ones it lacks.
+            warn_unknown_routes(
+                self.shadow.config.compiled_routes, starlette_routes(self.app), "the app's routes"
+            )
         await self.app(scope, receive, _LifespanShutdown(self.shadow, self._owns_engine, send))
 
 

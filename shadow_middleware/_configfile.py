@@ -39,12 +39,15 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-__all__ = ["ENV_PREFIX", "FOREIGN_ENV", "ConfigErrors", "ConfigLoader"]
+__all__ = ["ENV_PREFIX", "FOREIGN_ENV", "STRICT_ENV", "ConfigErrors", "ConfigLoader"]
 
 ENV_PREFIX = "SHADOW_"
 #: ``SHADOW_*`` variables that are not options of this layer: they belong to other parts
 #: of the package and are left alone rather than reported as unknown.
-FOREIGN_ENV = frozenset({"SHADOW_CONFIG"})
+FOREIGN_ENV = frozenset({"SHADOW_CONFIG", "SHADOW_STRICT"})
+#: ``SHADOW_STRICT=1``: a configuration mistake read at run time stops the start-up (CI,
+#: staging) instead of leaving the app serving with shadowing off.
+STRICT_ENV = "SHADOW_STRICT"
 #: ``SHADOW_*`` variables people set expecting something the package does not do: an error
 #: that says what to do instead (rather than a bare "unknown variable").
 MISPLACED_ENV = {

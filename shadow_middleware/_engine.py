@@ -9,15 +9,17 @@ counters, telemetry hand-off) is its :class:`~._pipeline.Pipeline`.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import random
 import threading
 import time
 import weakref
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._config import RouteTable, ShadowConfig
-from ._configfile import FALSE_WORDS
+from ._config import RouteTable, ShadowConfig, ShadowTarget
+from ._configfile import FALSE_WORDS, STRICT_ENV, TRUE_WORDS, ConfigErrors
 from ._dispatch import TargetState
 from ._isolation import HelperClient
 from ._outcomes import OUTCOMES, Reason
@@ -26,7 +28,9 @@ from ._tap import RequestTap, header_value
 from ._telemetry import Telemetry
 from ._wire import MARKER, sample_point, valid_method, valid_origin_form
 
-__all__ = ["Shadow", "kill_switch_set"]
+__all__ = ["Shadow", "kill_switch_set", "strict_mode"]
+
+logger = logging.getLogger("shadow_middleware")
 
 
 class Shadow:
@@ -65,6 +69,8 @@ class Shadow:
                         "variables"
                     )
         self.config = config
+        #: The configuration mistakes that left this engine off (see :meth:`from_env`).
+        self.config_errors: tuple[str, ...] = ()
         self._telemetry = Telemetry(tracer_provider, meter_provider, link=config.span_placement == "link")
         self._routes = RouteTable(config.compiled_routes)
         # The kill switch wins over any configuration given in code.
@@ -98,18 +104,64 @@ class Shadow:
             return HelperClient(self.config, self._rates)
         return Pipeline(self.config, self._telemetry, self._rates)
 
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        base: Mapping[str, Any] | None = None,
+        strict: bool | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+    ) -> Shadow:
+        """An engine configured as :meth:`ShadowConfig.from_env` reads it, that never stops
+        the app for a configuration mistake.
+
+        Parameters:
+            environ: the environment variables (``os.environ`` when ``None``).
+            base: in-code defaults in the file's layout (as for ``ShadowConfig.from_env``).
+            strict: raise the configuration's ``ValueError`` instead (fail fast, for CI and
+                staging). ``None``: strict when ``SHADOW_STRICT`` says so (``1``, ``true``, ...).
+            tracer_provider: OpenTelemetry ``TracerProvider`` (else the global one).
+            meter_provider: OpenTelemetry ``MeterProvider`` (else the global one).
+
+        A mistake (an unknown key or ``SHADOW_*`` variable, a bad value, an unreadable file)
+        is logged once, at ERROR, naming every mistake; the engine returned is then off: it
+        shadows nothing, :attr:`config_errors` lists the mistakes and :meth:`stats` counts
+        them under ``config_errors``.
+        """
+        env = os.environ if environ is None else environ
+        return runtime_engine(
+            lambda: ShadowConfig.from_env(env, base=base), strict, env, tracer_provider, meter_provider
+        )
+
+    @classmethod
+    def _off(cls, errors: tuple[str, ...]) -> Shadow:
+        """An engine that shadows nothing because its configuration was wrong."""
+        placeholder = ShadowConfig(
+            targets=[ShadowTarget("unconfigured", url="http://127.0.0.1:9/")], routes=(), enabled=False
+        )
+        engine = cls(placeholder)
+        engine.config_errors = errors
+        return engine
+
     # ---- public API --------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        """Outcome counts over all targets in this process."""
+        """Outcome counts over all targets in this process; an engine left off by a
+        configuration mistake adds ``config_errors``, the number of mistakes."""
         totals = dict.fromkeys(OUTCOMES, 0)
-        for per_target in self._pipeline.stats_by_target().values():
+        for per_target in self.stats_by_target().values():
             for outcome, count in per_target.items():
                 totals[outcome] += count
+        if self.config_errors:
+            totals["config_errors"] = len(self.config_errors)
         return totals
 
     def stats_by_target(self) -> dict[str, dict[str, int]]:
         """Outcome counts per target in this process."""
+        if self.config_errors:
+            return {}  # the placeholder target is no target of the user's
         return self._pipeline.stats_by_target()
 
     @property
@@ -255,6 +307,48 @@ def _close_all_at_exit() -> None:
     deadline = time.monotonic() + max(e.config.drain_timeout for e in engines)
     for engine in engines:
         engine.close(max(deadline - time.monotonic(), 0.0))
+
+
+def strict_mode(strict: bool | None, environ: Mapping[str, str] | None = None) -> bool:
+    """``strict`` when given, else whether ``SHADOW_STRICT`` says on (``1``, ``true``, ...)."""
+    if strict is not None:
+        return bool(strict)
+    value = (os.environ if environ is None else environ).get(STRICT_ENV, "")
+    return value.strip().lower() in TRUE_WORDS
+
+
+def runtime_engine(
+    read: Callable[[], ShadowConfig],
+    strict: bool | None,
+    environ: Mapping[str, str] | None,
+    tracer_provider: Any,
+    meter_provider: Any,
+) -> Shadow:
+    """The engine for a configuration read at run time (environment, TOML file,
+    ``app.config``): ``read()``'s mistakes raise when strict, else they are logged once at
+    ERROR and the engine returned is off (an instrumentation library never takes its host
+    down)."""
+    try:
+        return Shadow(read(), tracer_provider=tracer_provider, meter_provider=meter_provider)
+    except ValueError as exc:
+        if strict_mode(strict, environ):
+            raise
+        errors = exc.errors if isinstance(exc, ConfigErrors) else tuple(str(exc).splitlines())
+        log_config_errors(errors)
+        return Shadow._off(errors)
+
+
+def log_config_errors(errors: tuple[str, ...]) -> None:
+    """One ERROR naming every mistake, and what to do."""
+    count = f"{len(errors)} mistakes" if len(errors) > 1 else "1 mistake"
+    logger.error(
+        "shadow_middleware configuration error (%s); shadowing is OFF and every request passes "
+        "through unshadowed:\n%s\nFix the configuration and restart (run `shadow-middleware "
+        "check-config` in CI to catch this before a deploy); set SHADOW_STRICT=1 to make such a "
+        "mistake fail the start-up instead",
+        count,
+        "\n".join(f"  {line}" for line in errors),
+    )
 
 
 def kill_switch_set() -> bool:

@@ -12,8 +12,9 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from ._config import ShadowConfig, _loader
-from ._configfile import ENV_PREFIX
-from ._engine import Shadow, kill_switch_set
+from ._configfile import ENV_PREFIX, STRICT_ENV
+from ._engine import Shadow, kill_switch_set, runtime_engine, strict_mode
+from ._routecheck import unknown_routes, warn_unknown_routes
 from ._wsgi import ShadowWSGIMiddleware
 
 __all__ = ["ShadowFlask", "ShadowStatsApp"]
@@ -40,10 +41,18 @@ class ShadowFlask:
             as in ``from_env`` (for ``app.config`` keys the message starts ``app.config:``).
         tracer_provider: OpenTelemetry ``TracerProvider`` (else the global one).
         meter_provider: OpenTelemetry ``MeterProvider`` (else the global one).
+        strict: a mistake in the configuration read at :meth:`init_app` raises there (as
+            with ``SHADOW_STRICT=1``). By default it is logged once at ERROR and the app is
+            left as it is, shadowing off; the stored engine is then off and counts the
+            mistakes in its ``stats()``.
 
     The engine is stored in ``app.extensions["shadow_middleware"]``. ``SHADOW_ENABLED=0``
     in the process environment always wins: without ``config``, nothing is read, the app
     is left as it is, and the stored engine is ``None``.
+
+    A configured route that matches no rule of ``app.url_map`` (it would never be shadowed)
+    gets one WARNING naming the closest rule: checked at :meth:`init_app`, and warned about
+    at the first request (when blueprints registered after ``init_app`` are in the map).
     """
 
     def __init__(
@@ -53,10 +62,12 @@ class ShadowFlask:
         config: ShadowConfig | None = None,
         tracer_provider: Any = None,
         meter_provider: Any = None,
+        strict: bool | None = None,
     ) -> None:
         self._config = config
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
+        self._strict = strict
         if app is not None:
             self.init_app(app)
 
@@ -65,10 +76,32 @@ class ShadowFlask:
         if self._config is None and kill_switch_set():
             app.extensions[EXTENSION_KEY] = None
             return None
-        config = self._config if self._config is not None else config_from_flask(app.config)
-        shadow = Shadow(config, tracer_provider=self._tracer_provider, meter_provider=self._meter_provider)
-        app.wsgi_app = ShadowWSGIMiddleware(app.wsgi_app, shadow=shadow)
+        if self._config is not None:
+            shadow = Shadow(
+                self._config, tracer_provider=self._tracer_provider, meter_provider=self._meter_provider
+            )
+        else:
+            shadow = runtime_engine(
+                lambda: config_from_flask(app.config),
+                _flask_strict(self._strict, app.config),
+                None,
+                self._tracer_provider,
+                self._meter_provider,
+            )
         app.extensions[EXTENSION_KEY] = shadow
+        if shadow.config_errors:
+            return shadow  # off: the app is left as it is
+        middleware = ShadowWSGIMiddleware(app.wsgi_app, shadow=shadow)
+        routes = shadow.config.compiled_routes
+        try:
+            incomplete = bool(unknown_routes(routes, _flask_rules(app)))
+        except Exception:  # a check must never hurt the app
+            incomplete = False
+        if incomplete:
+            # An app factory may register its blueprints after init_app: judge on the url_map
+            # the first request sees, complete by then.
+            middleware.route_check = lambda: warn_unknown_routes(routes, _flask_rules(app), "app.url_map")
+        app.wsgi_app = middleware
         return shadow
 
     @staticmethod
@@ -76,6 +109,25 @@ class ShadowFlask:
         """The engine ``init_app`` installed on ``app`` (None: the kill switch was set)."""
         engine: Shadow | None = app.extensions[EXTENSION_KEY]
         return engine
+
+
+def _flask_strict(strict: bool | None, values: Mapping[str, Any]) -> bool | None:
+    """``strict``, else ``SHADOW_STRICT`` from the environment, else from ``app.config``."""
+    if strict is not None or os.environ.get(STRICT_ENV, "").strip():
+        return strict
+    given = values.get(STRICT_ENV)
+    return None if given is None else strict_mode(None, {STRICT_ENV: _as_env(given)})
+
+
+def _flask_rules(app: Any) -> list[tuple[frozenset[str] | None, str]]:
+    """``(methods, rule)`` of each rule of a Flask app's ``url_map`` (never raises)."""
+    try:
+        return [
+            (frozenset(rule.methods) if rule.methods else None, str(rule.rule))
+            for rule in app.url_map.iter_rules()
+        ]
+    except Exception:  # not a Flask app as we know it: no check
+        return []
 
 
 #: How errors about ``app.config`` keys start.
@@ -133,7 +185,9 @@ class ShadowStatsApp:
 
         app.mount("/internal/shadow", ShadowStatsApp(shadow))
 
-    ``GET`` answers ``{"enabled": ..., "outcomes": {...}, "targets": {name: {...}}}``.
+    ``GET`` answers ``{"enabled": ..., "outcomes": {...}, "targets": {name: {...}},
+    "internal_errors": n, "config_errors": [...]}``; ``config_errors`` lists the mistakes
+    that left shadowing off (see :meth:`Shadow.from_env`).
     It exposes counts only: no request data, no configuration secrets.
     """
 
@@ -153,6 +207,8 @@ class ShadowStatsApp:
             "outcomes": self.shadow.stats(),
             "targets": self.shadow.stats_by_target(),
             "internal_errors": self.shadow.internal_errors,
+            # Why shadowing is off, when a configuration mistake left it off (else empty).
+            "config_errors": list(self.shadow.config_errors),
         }
         await _respond(send, 200, body, scope["method"] == "HEAD")
 

@@ -29,6 +29,9 @@ class ShadowWSGIMiddleware(Adapter):
             Give exactly one of ``shadow`` and ``config``.
         tracer_provider: OpenTelemetry ``TracerProvider`` for an engine built from ``config``.
         meter_provider: OpenTelemetry ``MeterProvider`` for an engine built from ``config``.
+        strict: a mistake in a configuration read from the environment raises here (as with
+            ``SHADOW_STRICT=1``); by default it is logged once at ERROR and every request
+            passes through unshadowed.
 
     ``wsgi.input`` is wrapped, not read ahead: the copy is taken as the app reads,
     and the shadow calls start when the app has read the last byte. Chunked input
@@ -39,6 +42,9 @@ class ShadowWSGIMiddleware(Adapter):
     app: WSGIApp
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if self.route_check is not None:
+            check, self.route_check = self.route_check, None
+            check()
         shadow = self.shadow
         if shadow is None:  # the kill switch: pass through
             return self.app(environ, start_response)

@@ -89,26 +89,62 @@ def shadow_spans(path: Path) -> list[dict[str, Any]]:
 # ---- 1. a configuration mistake never reaches a request ---------------------------------
 
 
-@pytest.mark.parametrize(
-    ("case", "expected"),
-    [
-        ("typo_in_file", "timout: unknown key (did you mean 'timeout'?)"),
-        ("config_forgotten", "set SHADOW_CONFIG to a TOML file"),
-        ("typo_in_target_variable", "SHADOW_TARGET_V2_SAMPLE_RATEE: unknown variable"),
-    ],
-)
-def test_a_configuration_mistake_fails_the_startup_loudly(
-    case: str, expected: str, tmp_path: Path, spans: Path, shadow_server: ShadowServer
-) -> None:
+MISTAKES = [
+    ("typo_in_file", "timout: unknown key (did you mean 'timeout'?)"),
+    ("config_forgotten", "set SHADOW_CONFIG to a TOML file, or declare targets in SHADOW_TARGETS"),
+    ("typo_in_target_variable", "SHADOW_TARGET_V2_SAMPLE_RATEE: unknown variable"),
+    ("kill_switch_typo", "SHADOW_ENABLE: unknown variable (did you mean 'SHADOW_ENABLED'?)"),
+    ("not_toml", "line 1, column 6: invalid TOML"),
+]
+
+
+def mistaken_env(case: str, tmp_path: Path, spans: Path, server: ShadowServer) -> dict[str, str]:
     env = {"USER_SPAN_FILE": str(spans)}
     toml = tmp_path / "shadow.toml"
-    toml.write_text(GOOD_TOML.format(url=shadow_server.url + "/s"))
+    toml.write_text(GOOD_TOML.format(url=server.url + "/s"))
     if case == "typo_in_file":
-        toml.write_text(GOOD_TOML.format(url=shadow_server.url + "/s") + "timout = 2.0\n")
+        toml.write_text(GOOD_TOML.format(url=server.url + "/s") + "timout = 2.0\n")
         env["SHADOW_CONFIG"] = str(toml)
     elif case == "typo_in_target_variable":
         env["SHADOW_CONFIG"] = str(toml)
         env["SHADOW_TARGET_V2_SAMPLE_RATEE"] = "0.5"
+    elif case == "kill_switch_typo":  # typed mid-incident: it must not stop a restart
+        env["SHADOW_CONFIG"] = str(toml)
+        env["SHADOW_ENABLE"] = "0"
+    elif case == "not_toml":
+        toml.write_text("this is not TOML at all [")
+        env["SHADOW_CONFIG"] = str(toml)
+    return env
+
+
+@pytest.mark.parametrize(("case", "expected"), MISTAKES)
+def test_a_configuration_mistake_leaves_the_app_serving_with_shadowing_off(
+    case: str, expected: str, tmp_path: Path, spans: Path, shadow_server: ShadowServer
+) -> None:
+    env = mistaken_env(case, tmp_path, spans, shadow_server)
+    port, proc, log = uvicorn(env, "--workers", "2")
+    try:
+        wait_listening(port, proc)
+        for _ in range(12):
+            status, _, body = request(port, "POST", "/predict", b"x" * 100)
+            assert (status, json.loads(body)) == (200, {"score": 0.1})
+            assert request(port, "GET", "/health")[0] == 200
+    finally:
+        stop(proc)
+    output = log.read_text()
+    assert "Application startup failed" not in output and "Traceback" not in output, output
+    # One ERROR per worker process, naming the mistake and what to do.
+    assert output.count("shadow_middleware configuration error") == 2, output
+    assert output.count(expected) == 2, output
+    assert "shadowing is OFF" in output and "check-config" in output and "SHADOW_STRICT=1" in output
+    assert shadow_server.received == []
+
+
+@pytest.mark.parametrize(("case", "expected"), MISTAKES[:3])
+def test_strict_mode_fails_the_startup_loudly(
+    case: str, expected: str, tmp_path: Path, spans: Path, shadow_server: ShadowServer
+) -> None:
+    env = {**mistaken_env(case, tmp_path, spans, shadow_server), "SHADOW_STRICT": "1"}
     _, proc, log = uvicorn(env)
     try:
         code = proc.wait(timeout=30)
@@ -118,6 +154,86 @@ def test_a_configuration_mistake_fails_the_startup_loudly(
     assert code != 0, output
     assert expected in output, output
     assert "lifespan' protocol appears unsupported" not in output
+
+
+def test_the_stats_endpoint_shows_the_configuration_mistake(
+    tmp_path: Path, spans: Path, shadow_server: ShadowServer
+) -> None:
+    env = {**mistaken_env("typo_in_file", tmp_path, spans, shadow_server), "USER_STATS": "1"}
+    port, proc, log = uvicorn(env)
+    try:
+        wait_listening(port, proc)
+        assert request(port, "POST", "/predict", b"x")[0] == 200
+        status, _, body = request(port, "GET", "/internal/shadow/")
+    finally:
+        stop(proc)
+    doc = json.loads(body)
+    assert status == 200 and doc["enabled"] is False, doc
+    assert len(doc["config_errors"]) == 1 and "timout: unknown key" in doc["config_errors"][0], doc
+    assert doc["outcomes"]["config_errors"] == 1
+    assert log.read_text().count("shadow_middleware configuration error") == 1
+
+
+def gunicorn_flask(env: dict[str, str], *extra: str) -> tuple[int, subprocess.Popen[bytes], Path]:
+    port = free_port()
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"flask-user-app-{port}.log"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SHADOW_")}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(BIN / "gunicorn"),
+                "tests.apps.flask_user_app:app",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                *extra,
+            ],
+            cwd=ROOT,
+            env={**clean, "PYTHONPATH": str(ROOT), **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return port, proc, log
+
+
+@pytest.mark.parametrize("preload", [True, False], ids=["preload", "no-preload"])
+def test_gunicorn_serves_a_flask_app_with_a_configuration_mistake(
+    preload: bool, tmp_path: Path, spans: Path, shadow_server: ShadowServer
+) -> None:
+    env = mistaken_env("typo_in_file", tmp_path, spans, shadow_server)
+    port, proc, log = gunicorn_flask(env, *(["--preload"] if preload else []))
+    try:
+        wait_listening(port, proc)
+        for _ in range(6):
+            assert (
+                request(port, "POST", "/api/predict", b'{"id": 1}', {"content-type": "application/json"})[0]
+                == 200
+            )
+        status, _, body = request(port, "GET", "/internal/shadow")
+    finally:
+        stop(proc)
+    output = log.read_text()
+    assert "Worker failed to boot" not in output and "Traceback" not in output, output
+    # Once per process that read the configuration: the master with --preload (its forks
+    # inherit the engine), else each worker.
+    assert output.count("shadow_middleware configuration error") == (1 if preload else 2), output
+    doc = json.loads(body)
+    assert status == 200 and doc["stats"]["config_errors"] == 1, doc
+    assert "timout: unknown key" in doc["errors"][0]
+    assert shadow_server.received == []
+
+
+def test_gunicorn_strict_mode_fails_the_boot(
+    tmp_path: Path, spans: Path, shadow_server: ShadowServer
+) -> None:
+    env = {**mistaken_env("typo_in_file", tmp_path, spans, shadow_server), "SHADOW_STRICT": "1"}
+    _, proc, log = gunicorn_flask(env, "--preload")
+    try:
+        code = proc.wait(timeout=30)
+    finally:
+        stop(proc)
+    assert code != 0 and "timout: unknown key" in log.read_text()
 
 
 def test_without_lifespan_a_configuration_mistake_passes_every_request_through(

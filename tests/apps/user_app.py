@@ -34,3 +34,12 @@ async def health() -> dict[str, str]:
 
 
 app.add_middleware(ShadowASGIMiddleware)
+
+if os.environ.get("USER_STATS") == "1":
+    # The README's stats idiom: one engine for the middleware and the endpoint.
+    from shadow_middleware import Shadow, ShadowStatsApp
+
+    shadow = Shadow.from_env()
+    app.user_middleware.clear()
+    app.add_middleware(ShadowASGIMiddleware, shadow=shadow)
+    app.mount("/internal/shadow", ShadowStatsApp(shadow))
