@@ -4,7 +4,8 @@ Commands:
 
 * ``check-config PATH`` -- validate a TOML configuration file (with the ``SHADOW_*``
   environment overrides applied, unless ``--no-env``) and print the effective
-  configuration, header values masked. Exit status 0 when valid, 2 otherwise.
+  configuration, header values masked. ``telemetry_setup`` is resolved (imported, not
+  called). Exit status 0 when valid, 2 otherwise.
 * ``report SPANS...`` -- summarise shadow spans and apply a promotion policy (see
   ``shadow_middleware.report``). Exit status 0 promote, 1 do not promote, 2 not enough data.
 
@@ -54,11 +55,41 @@ def _check_config(args: argparse.Namespace) -> int:
         for line in exc.errors if isinstance(exc, ConfigErrors) else str(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 2
+    if config.telemetry_setup is not None:
+        problem = _setup_problem(config.telemetry_setup)
+        if problem is not None:
+            print(f"error: ShadowConfig.telemetry_setup: {problem}", file=sys.stderr)
+            return 2
     applied = sorted(v for v in environ if v.startswith(ENV_PREFIX) and v not in FOREIGN_ENV)
     if applied:
         print(f"# environment overrides applied: {', '.join(applied)}")
     print(describe(config), end="")
     return 0
+
+
+def _setup_problem(spec: str) -> str | None:
+    """What is wrong with ``telemetry_setup``, resolved as the helper process resolves it
+    (import the module, get the attribute, check it is callable) but not called; None if
+    nothing. A typo there would leave the helper crash-looping and every exchange dropped."""
+    import importlib
+
+    module_name, _, qualname = spec.partition(":")
+    # As `python -m` would: the current directory's packages are importable (the console
+    # script does not put it on sys.path).
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        target: object = importlib.import_module(module_name)
+    except Exception as exc:
+        return f"cannot import {module_name!r} ({type(exc).__name__}: {exc}), from {spec!r}"
+    for part in qualname.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            return f"{module_name!r} has no attribute {qualname!r}, from {spec!r}"
+    if not callable(target):
+        return f"{spec!r} is not callable (a {type(target).__name__})"
+    return None
 
 
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +110,8 @@ COMMANDS: list[Command] = [
         "validate a configuration file and print the effective configuration",
         "Validate a TOML configuration file as the middleware reads it, with the SHADOW_* "
         "environment variables applied on top (as if SHADOW_CONFIG=PATH were set), and print "
-        "the effective configuration as TOML with header values masked. Every unknown key or "
+        "the effective configuration as TOML with header values masked. telemetry_setup is "
+        "resolved (its module imported, the function found; it is not called). Every unknown key or "
         "variable and every bad value is reported, one per line. Exit status 0 when valid, "
         "2 otherwise.",
         _check_config_arguments,

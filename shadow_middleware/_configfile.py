@@ -402,6 +402,10 @@ class ConfigLoader(Generic[_C]):
                     field = m[2] if m is not None and m[1] == cls.__name__ else None
                     if field is not None and field in skip:
                         continue
+                    if field is not None and field not in args and _mentions(line, skip):
+                        # About a field never given, because of one left out: "give exactly one
+                        # of url and base_url" once a bad base_url is out. Its own error says it.
+                        continue
                     where.add(path if m is None or field is None else _join(path, field) + m[3], line)
                     if field is None or field not in args or params[field].required:
                         final = True
@@ -768,6 +772,12 @@ def _string_table(value: Any, path: str, where: _Where, want: str) -> dict[str, 
         if not isinstance(key, str) or not isinstance(item, str):
             raise where.error(_join(path, key), f"expected a string, got {_show(item)}")
     return dict(value)
+
+
+def _mentions(line: str, fields: Iterable[str]) -> bool:
+    """Whether the message ``line`` (after its ``Class.field:`` prefix) names one of ``fields``."""
+    text = line.partition(":")[2]
+    return any(re.search(rf"(?<![\w.]){re.escape(f)}(?!\w)", text) for f in fields)
 
 
 _FIELD_IN_MESSAGE = re.compile(r"^(\w+)\.(\w+)((?:\[\d+\])*):")

@@ -129,6 +129,13 @@ def _walk(routes: Iterable[Any], prefix: str, depth: int) -> list[AppRoute]:
     if depth > 16:
         return out
     for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            # FastAPI >= 0.16x keeps an included router whole: its own routes (which carry the
+            # router's prefix) under the include_router(prefix=...) one.
+            extra = getattr(getattr(route, "include_context", None), "prefix", "") or ""
+            out += _walk(getattr(included, "routes", ()), prefix + str(extra).rstrip("/"), depth + 1)
+            continue
         path = getattr(route, "path", None)
         if not isinstance(path, str):
             continue  # a Host, or something we do not know: left out

@@ -603,10 +603,12 @@ def test_middleware_needs_exactly_one_of_shadow_and_config(
         and both.config_error is not None
         and "shadow: give exactly one" in both.config_error
     )
-    neither = ShadowASGIMiddleware(json_app())
-    assert (
-        neither.shadow is None and neither.config_error is not None and "config: give" in neither.config_error
-    )
+    neither = ShadowASGIMiddleware(json_app(), strict=True)
+    assert neither.shadow is None and neither.config_error is not None
+    assert "config: no configuration" in neither.config_error
+    off = ShadowASGIMiddleware(json_app())  # not strict: shadowing off, the app serving (issue 17)
+    assert off.shadow is not None and not off.shadow.enabled and off.config_error is None
+    assert "config: no configuration" in off.shadow.config_errors[0]
 
 
 def test_disabled_config_is_a_pure_pass_through(shadow_server: ShadowServer, telemetry: Telemetry) -> None:

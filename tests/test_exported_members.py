@@ -102,6 +102,7 @@ def test_contract_signatures() -> None:
             "config": None,
             "tracer_provider": None,
             "meter_provider": None,
+            "strict": None,  # issue 17: None = SHADOW_STRICT decides
         }
     for method, params in {"flush": {"timeout": 5.0}, "close": {"timeout": 5.0}, "stats": {}}.items():
         assert defaults(getattr(shadow_middleware.Shadow, method)) == params

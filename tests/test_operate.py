@@ -68,10 +68,14 @@ def test_middleware_picks_up_shadow_config_from_the_environment(
     (got,) = shadow_server.received
     assert got.headers["x-candidate-key"] == "secret-k"
     monkeypatch.delenv("SHADOW_CONFIG")
-    forgotten = ShadowASGIMiddleware(json_app())  # the error waits for the startup (test_failsafe.py)
-    assert forgotten.config_error is not None and "SHADOW_CONFIG" in forgotten.config_error
+    # Forgotten: shadowing off, the app serving (issue 17); strict, the error waits for the
+    # startup (test_failsafe.py) or raises at import.
+    forgotten = ShadowASGIMiddleware(json_app())
+    assert forgotten.shadow is not None and "SHADOW_CONFIG" in forgotten.shadow.config_errors[0]
+    strict = ShadowASGIMiddleware(json_app(), strict=True)
+    assert strict.config_error is not None and "SHADOW_CONFIG" in strict.config_error
     with pytest.raises(ValueError, match="SHADOW_CONFIG"):
-        ShadowWSGIMiddleware(lambda environ, start_response: [])
+        ShadowWSGIMiddleware(lambda environ, start_response: [], strict=True)
 
 
 def test_kill_switch_from_the_environment(
@@ -179,7 +183,7 @@ def test_flask_extension_refuses_unknown_shadow_names_like_from_env(
     path.write_text(toml(shadow_server))
     no_shadow_env.setenv("SHADOW_TARGET_V2_SAMPLE_RATEE", "0")
     with pytest.raises(ValueError) as info:
-        ShadowFlask(flask_app(SHADOW_CONFIG=str(path)))
+        ShadowFlask(flask_app(SHADOW_CONFIG=str(path)), strict=True)  # fail fast (issue 17)
     env_error = str(info.value)
     with pytest.raises(ValueError) as same:
         ShadowConfig.from_env({"SHADOW_CONFIG": str(path), **os.environ})
@@ -187,7 +191,9 @@ def test_flask_extension_refuses_unknown_shadow_names_like_from_env(
     assert env_error.startswith("SHADOW_TARGET_V2_SAMPLE_RATEE: unknown variable (did you mean")
     no_shadow_env.delenv("SHADOW_TARGET_V2_SAMPLE_RATEE")
     with pytest.raises(ValueError) as info:
-        ShadowFlask(flask_app(SHADOW_CONFIG=str(path), SHADOW_MAX_QEUE=5, SHADOW_MAX_QUEUE="lots"))
+        ShadowFlask(
+            flask_app(SHADOW_CONFIG=str(path), SHADOW_MAX_QEUE=5, SHADOW_MAX_QUEUE="lots"), strict=True
+        )
     assert str(info.value).splitlines() == [
         "app.config: SHADOW_MAX_QEUE: unknown variable (did you mean 'SHADOW_MAX_QUEUE'?)",
         "app.config: SHADOW_MAX_QUEUE: expected an integer, got 'lots'",
@@ -196,7 +202,7 @@ def test_flask_extension_refuses_unknown_shadow_names_like_from_env(
     with pytest.raises(
         ValueError, match=r"^app\.config: SHADOW_TARGET_V2_SAMPLE_RATE: targets\[0\]\.sample_rate"
     ):
-        ShadowFlask(flask_app(SHADOW_CONFIG=str(path), SHADOW_TARGET_V2_SAMPLE_RATE=1.5))
+        ShadowFlask(flask_app(SHADOW_CONFIG=str(path), SHADOW_TARGET_V2_SAMPLE_RATE=1.5), strict=True)
 
 
 def test_flask_extension_kill_switch_reads_nothing(no_shadow_env: pytest.MonkeyPatch) -> None:
