@@ -142,6 +142,8 @@ class HelperPipeline(Pipeline):
     def __init__(self, config: ShadowConfig, telemetry: Telemetry, outbox: Outbox) -> None:
         super().__init__(config, telemetry, {t.name: t.sample_rate for t in config.targets})
         self._outbox = outbox
+        #: Replaying what waited in the socket while this helper started (see ``submit``).
+        self.starting = True
         self._by_index = [self.states[t.name] for t in config.targets]
         self._codes = {
             (t.name, outcome): i * OUTCOME_SLOTS + j
@@ -210,6 +212,14 @@ class HelperPipeline(Pipeline):
 
     def submit(self, job: Job) -> Reason | None:
         tap = job.tap
+        if self.starting:
+            # What the app sent while this helper started reaches the candidate as one burst,
+            # from a process still warming up (imports, first connections, at nice 19): a
+            # timeout then says little about the candidate, and a handful of them opened the
+            # circuit ("failed 5 times in a row") for a candidate with a few slow answers. The
+            # breaker does not count them (as for our own errors); refused connections still
+            # do (set again from the error), so a dead candidate is paused as before.
+            job.ours = True
         with self._lock:
             tap.pending += 1  # before the job can finish on the loop
         reason = super().submit(job)
@@ -380,6 +390,7 @@ def _serve(
             data = sock.recv(1 << 18, _DONTWAIT) if _DONTWAIT else sock.recv(1 << 18)
         except BlockingIOError:
             backlog = []
+            pipeline.starting = False  # caught up with what waited during the start-up
             if time.monotonic() - last < ACTIVE_FOR:
                 time.sleep(POLL_EVERY)
             else:
