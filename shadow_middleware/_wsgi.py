@@ -35,8 +35,10 @@ class ShadowWSGIMiddleware(Adapter):
 
     ``wsgi.input`` is wrapped, not read ahead: the copy is taken as the app reads,
     and the shadow calls start when the app has read the last byte. Chunked input
-    (``wsgi.input_terminated``) is supported. The response iterable's ``close()`` is
-    always called.
+    (``wsgi.input_terminated``) is supported; a request with neither ``CONTENT_LENGTH`` nor
+    ``Transfer-Encoding`` has no body (RFC 9112 §6.3), so a GET handler that never reads is
+    shadowed under every server (gunicorn sets ``wsgi.input_terminated`` on every request).
+    The response iterable's ``close()`` is always called.
     """
 
     app: WSGIApp

@@ -174,6 +174,29 @@ def test_the_stats_endpoint_shows_the_configuration_mistake(
     assert log.read_text().count("shadow_middleware configuration error") == 1
 
 
+def test_uvicorn_warns_once_per_worker_about_a_route_the_app_lacks(
+    tmp_path: Path, spans: Path, shadow_server: ShadowServer
+) -> None:
+    toml = tmp_path / "shadow.toml"
+    toml.write_text(
+        GOOD_TOML.format(url=shadow_server.url + "/s").replace(
+            'routes = ["POST /predict"]', 'routes = ["POST /predict", "POST /predict/", "GET /healthz"]'
+        )
+    )
+    port, proc, log = uvicorn({"USER_SPAN_FILE": str(spans), "SHADOW_CONFIG": str(toml)}, "--workers", "2")
+    try:
+        wait_listening(port, proc)
+        assert request(port, "POST", "/predict", b"x")[0] == 200
+    finally:
+        stop(proc)
+    output = log.read_text()
+    assert output.count("matches no route of the app") == 4, output  # two routes, two workers
+    assert output.count("the route 'POST /predict/' matches no route") == 2
+    assert output.count("'GET /healthz' matches no route of the app (the app's routes), so it is never") == 2
+    assert "closest route it has is 'GET /health'" in output
+    assert "the route 'POST /predict' matches" not in output
+
+
 def gunicorn_flask(env: dict[str, str], *extra: str) -> tuple[int, subprocess.Popen[bytes], Path]:
     port = free_port()
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"flask-user-app-{port}.log"
