@@ -10,9 +10,10 @@ middleware (the baseline).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from examples.churn import data
-from shadow_middleware import ShadowConfig
+from shadow_middleware import Shadow, ShadowConfig
 
 DEFAULT_CANDIDATE_URL = "http://127.0.0.1:5002/predict_shadow"
 
@@ -21,27 +22,37 @@ def enabled() -> bool:
     return os.environ.get("NO_SHADOW") != "1"
 
 
-def shadow_config() -> ShadowConfig:
+def defaults() -> dict[str, Any]:
+    """The in-code defaults, in the file's layout; the file and ``SHADOW_*`` override them."""
     env = os.environ
-    return ShadowConfig.from_env(
-        base={
-            "targets": [
-                {
-                    "name": "churn-v2",
-                    "url": env.get("CANDIDATE_URL", DEFAULT_CANDIDATE_URL),
-                    "timeout": float(env.get("CANDIDATE_TIMEOUT", "2.0")),
-                    "max_concurrency": int(env.get("CANDIDATE_MAX_CONCURRENCY", "32")),
-                }
-            ],
-            "routes": ["POST /predict"],
-            # ML-aware: probabilities are compared as decisions at the 0.5 cut-off, so only a
-            # flipped offer counts as a different answer; both values are still recorded.
-            "compare": {"fields": ["/churn_probability", "/make_offer"], "threshold": 0.5},
-            # Ground truth arrives later keyed by customer: record the id to join it.
-            "correlation_id": "json:/customer_id",
-            # The model's inputs, on the spans, for drift against the training data (report
-            # --reference). Opt-in: these are customer attributes; record only what your
-            # telemetry backend may keep (see README, "Request inputs and personal data").
-            "record_inputs": ["/" + name for name in data.FEATURES],
-        }
-    )
+    return {
+        "targets": [
+            {
+                "name": "churn-v2",
+                "url": env.get("CANDIDATE_URL", DEFAULT_CANDIDATE_URL),
+                "timeout": float(env.get("CANDIDATE_TIMEOUT", "2.0")),
+                "max_concurrency": int(env.get("CANDIDATE_MAX_CONCURRENCY", "32")),
+            }
+        ],
+        "routes": ["POST /predict"],
+        # ML-aware: probabilities are compared as decisions at the 0.5 cut-off, so only a
+        # flipped offer counts as a different answer; both values are still recorded.
+        "compare": {"fields": ["/churn_probability", "/make_offer"], "threshold": 0.5},
+        # Ground truth arrives later keyed by customer: record the id to join it.
+        "correlation_id": "json:/customer_id",
+        # The model's inputs, on the spans, for drift against the training data (report
+        # --reference). Opt-in: these are customer attributes; record only what your
+        # telemetry backend may keep (see README, "Request inputs and personal data").
+        "record_inputs": ["/" + name for name in data.FEATURES],
+    }
+
+
+def shadow_config() -> ShadowConfig:
+    """The configuration; a mistake in the environment raises (for tools and tests)."""
+    return ShadowConfig.from_env(base=defaults())
+
+
+def shadow_engine(tracer_provider: Any = None, meter_provider: Any = None) -> Shadow:
+    """The engine the apps use: a mistake in the environment (or the file) is logged once and
+    leaves the app serving with shadowing off, unless ``SHADOW_STRICT=1``."""
+    return Shadow.from_env(base=defaults(), tracer_provider=tracer_provider, meter_provider=meter_provider)

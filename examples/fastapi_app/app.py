@@ -13,13 +13,13 @@ from fastapi import Body, FastAPI, HTTPException
 from starlette.concurrency import run_in_threadpool
 
 from examples.churn import model
-from examples.churn.shadow import enabled, shadow_config
+from examples.churn.shadow import enabled, shadow_engine
 from examples.churn.telemetry import setup_telemetry
-from shadow_middleware import Shadow, ShadowASGIMiddleware
+from shadow_middleware import ShadowASGIMiddleware
 
 tracer_provider, meter_provider, TELEMETRY = setup_telemetry("churn-api")
 production = model.production_model()
-shadow = Shadow(shadow_config(), tracer_provider=tracer_provider, meter_provider=meter_provider)
+shadow = shadow_engine(tracer_provider, meter_provider)
 
 
 def _shutdown() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, jsonify, request
 
 from examples.churn import model
-from examples.churn.shadow import enabled, shadow_config
+from examples.churn.shadow import enabled, shadow_engine
 from examples.churn.telemetry import setup_telemetry
 from shadow_middleware import ShadowWSGIMiddleware
 
@@ -37,9 +37,7 @@ def health() -> Any:
 
 
 if enabled():
+    # A mistake in SHADOW_* or the file leaves the app serving, shadowing off (logged once).
     app.wsgi_app = ShadowWSGIMiddleware(  # type: ignore[method-assign]
-        app.wsgi_app,
-        config=shadow_config(),
-        tracer_provider=tracer_provider,
-        meter_provider=meter_provider,
+        app.wsgi_app, shadow=shadow_engine(tracer_provider, meter_provider)
     )
