@@ -315,6 +315,7 @@ def _compare_fields(
 
 
 _TLS_FIELDS = ("ca_file", "client_cert", "client_key")
+_USERINFO = re.compile(r"//[^/?#]*@")
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -383,19 +384,21 @@ class ShadowTarget:
         raw = url if url is not None else base_url
         if not isinstance(raw, str):
             raise _fail(which, f"must be a string, got {raw!r}")
+        # Errors are logged and shown by the stats endpoint: never echo credentials.
+        shown = _USERINFO.sub("//***@", raw)
         try:
             parts = urlsplit(raw)
             port = parts.port
         except ValueError as exc:
-            raise _fail(which, f"invalid URL {raw!r}: {exc}") from None
+            raise _fail(which, f"invalid URL {shown!r}: {exc}") from None
         if parts.scheme not in ("http", "https"):
-            raise _fail(which, f"must be an http or https URL, got {raw!r}")
+            raise _fail(which, f"must be an http or https URL, got {shown!r}")
         if not parts.hostname:
-            raise _fail(which, f"has no host: {raw!r}")
+            raise _fail(which, f"has no host: {shown!r}")
         if parts.username or parts.password:
             raise _fail(which, "must not carry credentials; use ShadowTarget.headers")
         if parts.fragment:
-            raise _fail(which, f"must not have a fragment: {raw!r}")
+            raise _fail(which, f"must not have a fragment: {shown!r}")
         if url is not None and parts.query:
             raise _fail(which, "must not have a query string; the incoming one is appended")
         if base_url is not None and parts.query:
@@ -409,7 +412,7 @@ class ShadowTarget:
         if ca_file is not None or client_cert is not None or client_key is not None:
             if parts.scheme != "https":
                 field = "ca_file" if ca_file is not None else "client_cert" if client_cert else "client_key"
-                raise _fail(f"ShadowTarget.{field}", f"TLS files need an https URL, got {raw!r}")
+                raise _fail(f"ShadowTarget.{field}", f"TLS files need an https URL, got {shown!r}")
             tls = TLSFiles(ca_file, client_cert, client_key)
             try:
                 tls.context()  # the files exist and load; the client builds its own once

@@ -303,3 +303,16 @@ def test_the_route_check_never_raises_into_the_app(caplog: pytest.LogCaptureFixt
         run(mw({"type": "lifespan"}, receive, send))
     assert route_warnings(caplog) == []
     shadow.close()
+
+
+def test_errors_shown_by_the_stats_endpoint_never_echo_url_credentials(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for var in ("SHADOW_STRICT", "SHADOW_ENABLED", "SHADOW_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SHADOW_TARGETS", "v2")
+    monkeypatch.setenv("SHADOW_TARGET_V2_URL", "ftp://user:s3cret@candidate/predict")
+    shadow = Shadow.from_env()
+    doc = run(drive(ShadowStatsApp(shadow), http_scope("GET", "/")))
+    assert b"must be an http or https URL" in doc.body and b"s3cret" not in doc.body
+    assert "s3cret" not in caplog.text
