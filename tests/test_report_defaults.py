@@ -160,11 +160,11 @@ def test_default_policy_needs_enough_labels(tmp_path: Path) -> None:
 
 def test_rules_of_your_own_replace_the_defaults(tmp_path: Path) -> None:
     path = write_spans(tmp_path / "s.jsonl", html_error_page_spans(20))
-    code, rep = json_report(path, "--require", "n >= 1")
+    code, rep = json_report(path, "--require", "n >= 1", "--require", "min_samples = 0")
     assert code == 0 and rep["policy"]["source"] == "user" and rep["policy"]["require"] == ["n >= 1"]
     assert rep["policy"]["min_samples"] == 0
     policy = tmp_path / "p.toml"
-    policy.write_text('min_labelled = 7\nrequire = ["agreement >= 0"]\n')
+    policy.write_text('min_labelled = 7\nmin_samples = 20\nrequire = ["agreement >= 0"]\n')
     assert load_policy(policy).min_labelled == 7
     code, rep = json_report(path, "--policy", policy)
     assert code == 0 and rep["policy"]["source"] == "user"
@@ -265,7 +265,7 @@ def test_malformed_lines_in_a_real_otlp_file_are_reported_capped(tmp_path: Path)
             f.write(line_of([span(i)]) + "\n")
             if i < 24:
                 f.write('{"resourceSpans": [{"scopeSpans": [{"spans": [{"attributes": 3}]}]}]}\n')
-    res = run_cli(path, "--format", "json", "--require", "compared >= 1")
+    res = run_cli(path, "--format", "json", "--require", "compared >= 1", "--require", "min_samples = 1")
     assert res.returncode == 0, res.stderr
     rep = json.loads(res.stdout)
     assert rep["malformed_lines"] == 25 and rep["targets"][0]["compared"] == 30

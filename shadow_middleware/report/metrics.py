@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
+    "LABEL_METRICS",
     "LATENCY_METRICS",
     "METRICS",
     "QUALITY_METRICS",
@@ -75,6 +76,15 @@ METRICS: dict[str, tuple[str, ReportPath]] = {
         for name in SERVER_LATENCY_METRICS
     },
 }
+
+
+# the names that need labels (--ground-truth): a group none of whose spans carries a correlation id
+# cannot have any, and is judged without the rules that name them
+LABEL_METRICS: frozenset[str] = frozenset(
+    name
+    for name, (_meaning, path) in METRICS.items()
+    if path[0] in ("ground_truth", "auc_diff") or (path[0] in SIDES and path[1] in QUALITY_METRICS)
+)
 
 
 def _lookup(group: Mapping[str, Any], path: ReportPath) -> float | None:
