@@ -323,3 +323,87 @@ def test_trace_url_placeholder_message_is_a_sentence(tmp_path: Path) -> None:
     res = run_cli(path, "--trace-url", "https://t.example/{trace_id}/{span_id}")
     assert res.returncode == 2
     assert "--trace-url must have no placeholder other than {trace_id}" in res.stderr
+
+
+# --- item 7: missing values in a numeric reference column -------------------------------------------
+
+
+def test_na_in_a_numeric_reference_column_is_missing_not_categorical(tmp_path: Path) -> None:
+    rng = random.Random(21)
+    values = [round(rng.gauss(50, 10), 2) for _ in range(2000)]
+    clean = tmp_path / "clean.csv"
+    clean.write_text("x,y\n" + "".join(f"{v},k\n" for v in values))
+    tokens = ["NA", "nan", "null", "None", "?", "", " n/a "]
+    dirty = tmp_path / "dirty.csv"
+    rows = [str(v) for v in values]
+    for k, token in enumerate(tokens):  # 7 missing values among 2007 rows: 0.35 %
+        rows.insert(100 * k + 5, token)
+    dirty.write_text("x,y\n" + "".join(f"{r},k\n" for r in rows))
+    spans = [span(i, **{"shadow.request.body.x": round(rng.gauss(51, 10), 2)}) for i in range(400)]
+    path = write_spans(tmp_path / "s.jsonl", spans)
+    _, want = json_report(path, "--reference", clean, "--require", "n >= 0")
+    _, got = json_report(path, "--reference", dirty, "--require", "n >= 0")
+    f_want = want["targets"][0]["drift"]["features"]["x"]
+    f_got = got["targets"][0]["drift"]["features"]["x"]
+    assert f_got["kind"] == "numeric" and f_got["reference_missing"] == len(tokens)
+    for k in ("n", "reference_n", "psi", "ks", "ks_p"):
+        assert f_got[k] == f_want[k], k
+    text = run_cli(path, "--reference", dirty, "--require", "n >= 0").stdout
+    assert re.search(r"ref\. missing.*\n\s+x\s+400\s.*\s7$", text, re.M), text
+
+
+def test_a_json_array_reference_names_the_formats(tmp_path: Path) -> None:
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps([{"x": 1}, {"x": 2}], indent=2))
+    path = write_spans(tmp_path / "s.jsonl", [span(1)])
+    res = run_cli(path, "--reference", ref)
+    assert res.returncode == 2
+    assert "JSON array" in res.stderr and "JSON lines" in res.stderr and "no rows" not in res.stderr
+
+
+# --- item 13: the HTML -------------------------------------------------------------------------------
+
+
+def test_html_omits_what_an_unlabelled_group_cannot_show(tmp_path: Path) -> None:
+    """With --ground-truth but no label joining: no n/a quality table, no confusion matrices of zeros,
+    no "(bootstrap)" label when DeLong is the method."""
+    spans = [span(i, p=0.3, c=0.3, cid=f"R{i}") for i in range(200)]
+    labels = _labels_csv(tmp_path / "l.csv", {"other1": 1, "other2": 0})
+    html = tmp_path / "r.html"
+    res = run_cli(write_spans(tmp_path / "s.jsonl", spans), "--ground-truth", labels, "--html", html)
+    assert res.returncode in (0, 1, 2)
+    page = html.read_text()
+    assert (
+        '<table class="confusion-matrix"' not in page and "(bootstrap)" not in page and "McNemar" not in page
+    )
+    assert "no request with both scores and a label" in page
+
+
+def _svg(page: str, css_class: str) -> str:
+    start = page.index(f'<svg class="plot {css_class}"')
+    return page[start : page.index("</svg>", start)]
+
+
+def test_html_latency_legend_is_clear_of_the_curves_and_a_single_drift_point_is_no_plot(
+    tmp_path: Path,
+) -> None:
+    from shadow_middleware.report.html import MT, H
+
+    rng = random.Random(4)
+    ref = tmp_path / "ref.csv"
+    ref.write_text("x\n" + "".join(f"{rng.gauss(0, 1):.3f}\n" for _ in range(500)))
+    # every span in the same millisecond: one time bucket, one point of drift over time
+    spans = [
+        span(i, start_ns=1_700_000_000_000_000_000, **{"shadow.request.body.x": rng.gauss(0, 1)})
+        for i in range(300)
+    ]
+    html = tmp_path / "r.html"
+    run_cli(
+        write_spans(tmp_path / "s.jsonl", spans), "--reference", ref, "--html", html, "--require", "n >= 0"
+    )
+    page = html.read_text()
+    assert "Input drift against the reference" in page
+    assert '<svg class="plot drift"' not in page  # one dot is not a curve over time
+    legend = re.search(r'<rect class="legend" x="[\d.]+" y="([\d.]+)"', _svg(page, "latency"))
+    assert legend is not None
+    assert float(legend.group(1)) > MT + (H - MT) / 3  # not at the top, where the CDFs climb

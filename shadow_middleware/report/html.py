@@ -489,13 +489,21 @@ def _drift_section(g: Mapping[str, Any], group: Group) -> str:
     parts = []
     if features:
         rows = [
-            [name, f["kind"], f["n"], f["reference_n"], f["psi"], f["ks"], fmt_p(f["ks_p"])]
+            [
+                name,
+                f["kind"],
+                f["n"],
+                f["reference_n"],
+                f["reference_missing"],
+                f["psi"],
+                f["ks"],
+                fmt_p(f["ks_p"]),
+            ]
             for name, f in features.items()
         ]
         parts.append("<h3>Input drift against the reference</h3>")
-        parts.append(
-            _table(rows, ["input", "kind", "live n", "reference n", "PSI", "KS D", "KS p"], css_class="drift")
-        )
+        header = ["input", "kind", "live n", "reference n", "reference missing", "PSI", "KS D", "KS p"]
+        parts.append(_table(rows, header, css_class="drift"))
         parts.append(f'<div class="plots">{drift_plot(group)}</div>')
     if scores["psi"] is not None:
         est = "" if scores["exact"] else f" (from a sample of {len(group.scores.items)})"

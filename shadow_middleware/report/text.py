@@ -201,9 +201,16 @@ def format_text(report: Mapping[str, Any]) -> str:
         drift = g["drift"]
         if drift["features"]:
             lines.append("")
-            rows = [["input drift vs reference", "n", "PSI", "KS D", "KS p"]]
+            missing = any(f.get("reference_missing") for f in drift["features"].values())
+            rows = [
+                ["input drift vs reference", "n", "PSI", "KS D", "KS p"]
+                + (["ref. missing"] if missing else [])
+            ]
             for name, f in drift["features"].items():
-                rows.append([name, str(f["n"]), fmt(f["psi"]), fmt(f["ks"]), fmt_p(f["ks_p"])])
+                rows.append(
+                    [name, str(f["n"]), fmt(f["psi"]), fmt(f["ks"]), fmt_p(f["ks_p"])]
+                    + ([str(f.get("reference_missing") or 0)] if missing else [])
+                )
             lines.extend(_table(rows))
         if drift["scores"]["psi"] is not None:
             lines.append(
