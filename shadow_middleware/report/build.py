@@ -323,6 +323,8 @@ def build_report(agg: Aggregate, options: ReportOptions, policy: Policy) -> dict
             "description": policy.description,
             "min_samples": policy.min_samples,
             "min_labelled": policy.min_labelled,
+            # the settings the user gave; the others are the defaults
+            "settings_given": [name for name in ("min_samples", "min_labelled") if given.is_set(name)],
             "require": [r.text for r in policy.rules],
         },
         "targets": targets,

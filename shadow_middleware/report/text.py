@@ -231,14 +231,17 @@ def format_text(report: Mapping[str, Any]) -> str:
         if g["rules"] or policy["min_samples"] or policy["min_labelled"]:
             lines.append("")
             lines.append(f"  policy: {policy['description']}")
+            given = policy.get("settings_given", [])
             ms = policy["min_samples"]
             if ms:
                 ok = "PASS" if g["compared"] >= ms else "INSUFFICIENT"
-                lines.append(f"    {ok:<5} min_samples = {ms}   (compared {g['compared']})")
+                default = "" if "min_samples" in given else " (default)"
+                lines.append(f"    {ok:<5} min_samples = {ms}{default}   (compared {g['compared']})")
             ml = policy["min_labelled"]
             if ml and gt is not None and g["labels_possible"]:
                 ok = "PASS" if gt["n"] >= ml else "INSUFFICIENT"
-                lines.append(f"    {ok:<5} min_labelled = {ml}   (labelled {gt['n']})")
+                default = "" if "min_labelled" in given else " (default)"
+                lines.append(f"    {ok:<5} min_labelled = {ml}{default}   (labelled {gt['n']})")
             for r in g["rules"]:
                 if r["status"] == "SKIP":
                     detail = r["note"] or "does not apply"
