@@ -76,6 +76,15 @@ def test_some_answers_missing_a_field_keep_the_rest_but_never_promote(tmp_path: 
     assert all(r["status"] in ("PASS", "SKIP") for r in g["rules"])  # all else is fine: still not promote
 
 
+def test_old_spans_that_all_match_with_no_recorded_value_get_a_note(tmp_path: Path) -> None:
+    """Spans of a runtime before ``field_missing``: a typo made every exchange ``match`` and recorded no
+    compared value. The report cannot tell that from a whole-document comparison, so it says so."""
+    code, rep = json_report(write_spans(tmp_path / "old.jsonl", [span(i) for i in range(150)]))
+    assert any("check it for a typo" in note for note in rep["targets"][0]["notes"])
+    code, rep = json_report(write_spans(tmp_path / "new.jsonl", [span(i, p=0.3, c=0.3) for i in range(150)]))
+    assert code == 0 and not rep["targets"][0]["notes"]
+
+
 # --- item 2: rules of one's own keep the minimum sample ------------------------------------------
 
 

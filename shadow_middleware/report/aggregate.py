@@ -276,6 +276,7 @@ class Group:
     with_id: int = 0  # spans with a correlation id (with ground truth only)
     labelled_unscored: dict[str, int] = field(default_factory=dict)  # labelled, no pair of scores
     label_conflicts: int = 0  # spans whose id has conflicting labels (not in the quality metrics)
+    valued: int = 0  # spans recording a compared value (shadow.{primary,candidate}.body.*)
 
     @property
     def n(self) -> int:
@@ -456,6 +457,7 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
                 else:
                     live.add(value, start_ns)
                 continue
+            group.valued += 1  # once per value; only "none at all" is read
             if what == _CANDIDATE:  # numeric fields only the candidate recorded
                 if fname not in seen_numeric and _number(value) is not None:
                     seen_numeric[fname] = None

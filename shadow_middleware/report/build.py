@@ -110,6 +110,13 @@ def _notes(group: Group, g: dict[str, Any]) -> list[str]:
             "no evidence of agreement, kept out of it, and no promotion while fields are missing -- "
             "check compare.fields for a typo"
         )
+    o = group.outcomes
+    if o[Outcome.MATCH] and not o[Outcome.MISMATCH] and not group.valued and not group.field_missing:
+        # spans of a runtime before field_missing: a typo in compare.fields read as "match" everywhere
+        notes.append(
+            "every comparison matched, and no compared value is recorded on any span: if compare.fields "
+            "names fields, none of them may exist in the answers -- check it for a typo"
+        )
     if group.primary_failed:
         notes.append(
             f"production itself failed (status >= 400) in {group.primary_failed} exchange(s): kept out "

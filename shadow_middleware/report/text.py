@@ -175,6 +175,7 @@ def format_text(report: Mapping[str, Any]) -> str:
                     f"  {gt['conflicting_label_exchanges']} exchange(s) whose id has conflicting labels: "
                     "not in the quality metrics"
                 )
+        if gt is not None and gt["n"]:  # no table of n/a for a group without a labelled request
             rows = [["metric", "production", "candidate", "diff"]]
             for k in QUALITY_METRICS:
                 a, b = p.get(k), c.get(k)
