@@ -256,8 +256,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{path}:{number}: skipped line that is not OTLP: {shown_line(text)}", file=err)
         more = skipped.count - len(skipped.first)
         print(
-            (f"... and {more} more " if more else "")
-            + f"({skipped.count} in all) line(s) that are not OTLP skipped: keep logs out of the span "
+            (f"... and {more} more; " if more else "")
+            + f"{skipped.count} line(s) that are not OTLP skipped in all: keep logs out of the span "
             "file (see README 'Writing the span file')",
             file=err,
         )
