@@ -103,7 +103,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="a rule, e.g. 'agreement >= 0.95' (repeatable); without any rule the default policy "
-        "applies (see README), with rules of your own it does not",
+        "applies (see README), with rules of your own it does not -- but the default min_samples "
+        "(and min_labelled) hold unless you set them",
     )
     parser.add_argument(
         "--format", choices=("text", "json"), default="text", help="output format (default text)"

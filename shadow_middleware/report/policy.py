@@ -10,7 +10,8 @@ requests with both scores and a label, is "not enough data". A policy file is TO
     require = ["agreement >= 0.95", "candidate.server_p95_ms <= 1.25 * primary.p95_ms + 1"]
 
 No rule never means "promote": when the user gives no rule, :data:`DEFAULT_RULES` apply
-(:func:`effective_policy`); the user's rules replace them all.
+(:func:`effective_policy`); the user's rules replace them all, but not the minimum sample:
+:data:`DEFAULT_MIN_SAMPLES` and :data:`DEFAULT_MIN_LABELLED` hold unless the user sets them.
 """
 
 from __future__ import annotations
