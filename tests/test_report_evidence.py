@@ -164,6 +164,11 @@ def test_production_failures_are_not_held_against_an_identical_candidate(tmp_pat
     }
     text = run_cli(path).stdout
     assert "production itself failed (status >= 400) in 40 exchange(s)" in text
+    # the candidate timing out where production failed too is no evidence against it either
+    both = [*spans, *(span(3000 + i, "timeout", **statuses(503, 200)) for i in range(10))]
+    code, rep = json_report(write_spans(tmp_path / "both.jsonl", both))
+    g = rep["targets"][0]
+    assert code == 0 and g["timeout_rate"] == 0.0 and g["production_failed"] == 50
     # where production answered, a candidate that answers otherwise still fails agreement
     spans += [span(2000 + i, "mismatch", **statuses(200, 404)) for i in range(40)]
     code, rep = json_report(write_spans(tmp_path / "t.jsonl", spans))

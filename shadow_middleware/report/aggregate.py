@@ -272,6 +272,8 @@ class Group:
     missing_fields: dict[str, int] = field(default_factory=dict)  # shadow.missing_fields -> exchanges
     excluded_match: int = 0
     excluded_mismatch: int = 0
+    excluded_error: int = 0  # the candidate failed where production had failed too: no evidence
+    excluded_timeout: int = 0
     server_discarded: int = 0  # Server-Timing longer than the measured round trip: not believed
     with_id: int = 0  # spans with a correlation id (with ground truth only)
     labelled_unscored: dict[str, int] = field(default_factory=dict)  # labelled, no pair of scores
@@ -336,6 +338,7 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
     count = 0
     seq = 0
     match, mismatch = Outcome.MATCH, Outcome.MISMATCH
+    error, timeout = Outcome.ERROR, Outcome.TIMEOUT
     for span in (span for batch in batches for span in batch):
         count += 1
         attrs = span.attributes
@@ -383,6 +386,12 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
                     group.excluded_match += 1
                 else:
                     group.excluded_mismatch += 1
+        elif sp is not None and sp >= PRIMARY_FAILED_STATUS and outcome in (error, timeout):
+            group.primary_failed += 1
+            if outcome == error:
+                group.excluded_error += 1
+            else:
+                group.excluded_timeout += 1
         cid = attrs.get("shadow.correlation_id")
         label = None
         if labels is not None and cid is not None:

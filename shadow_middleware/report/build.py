@@ -1,17 +1,19 @@
 """The report (the ``--format json`` document) and the verdict the promotion policy gives it.
 
-Definitions: ``n`` counts every shadow span of a group; ``compared`` = match + mismatch (the
-denominator of agreement, and what ``min_samples`` is checked against) *less the exchanges that are no
-evidence of agreement*: those where production itself failed (status >= 400: a 503 of production's, a
-422 for a bad request -- nothing of production's to agree with; ``production_failed``, and the status
-table shows them) and those where a compared field was absent from both answers (``shadow.reason``
+Definitions: ``n`` counts every shadow span of a group; ``compared`` = match + mismatch (the denominator
+of agreement, and what ``min_samples`` is checked against) *less the exchanges that are no evidence of
+agreement*: those where production itself failed (status >= 400: a 503 of production's, a 422 for a bad
+request -- nothing of production's to agree with; ``production_failed``, and the status table shows
+them) and those where a compared field was absent from both answers (``shadow.reason``
 ``field_missing``). Error and timeout rates are over the attempted exchanges, compared + error +
-timeout. A group with fewer comparisons than ``min_samples`` is ``insufficient``; else one failing rule
-rejects it; else it is ``insufficient`` when a compared field was missing (a typo in
-``compare.fields`` must never read as agreement), when it has fewer labelled requests than
-``min_labelled`` or a rule's figure is unavailable; else it is promoted. A run's verdict is ``reject``
-if any group is rejected, else ``insufficient`` if any group lacks data, else ``promote``. With no rule
-given, the default policy applies (:func:`.policy.effective_policy`): no rule never means promote.
+timeout, where an error or timeout of the candidate's on a request production failed too is no evidence
+against it either: those count in ``production_failed``, not in the rates. A group with fewer
+comparisons than ``min_samples`` is ``insufficient``; else one failing rule rejects it; else it is
+``insufficient`` when a compared field was missing (a typo in ``compare.fields`` must never read as
+agreement), when it has fewer labelled requests than ``min_labelled`` or a rule's figure is unavailable;
+else it is promoted. A run's verdict is ``reject`` if any group is rejected, else ``insufficient`` if
+any group lacks data, else ``promote``. With no rule given, the default policy applies
+(:func:`.policy.effective_policy`): no rule never means promote.
 
 With ground truth, a group none of whose spans carries a correlation id (an id in the path, a batch
 route) can have no label: it is judged by the rules that need none -- the default policy without
@@ -139,7 +141,9 @@ def group_report(group: Group, options: ReportOptions) -> dict[str, Any]:
     o = group.outcomes
     agreed = o[Outcome.MATCH] - group.excluded_match
     compared = agreed + o[Outcome.MISMATCH] - group.excluded_mismatch
-    attempted = compared + o[Outcome.ERROR] + o[Outcome.TIMEOUT]
+    errors = o[Outcome.ERROR] - group.excluded_error
+    timeouts = o[Outcome.TIMEOUT] - group.excluded_timeout
+    attempted = compared + errors + timeouts
     ci = stats.wilson(agreed, compared)
     primary = _latency(group.lat_primary)
     candidate = _latency(group.lat_candidate)
@@ -182,8 +186,8 @@ def group_report(group: Group, options: ReportOptions) -> dict[str, Any]:
             name: {"n": d.count, "mean_abs": d.mean, "max_abs": d.max}
             for name, d in sorted(group.field_diffs.items())
         },
-        "error_rate": _ratio(o[Outcome.ERROR], attempted),
-        "timeout_rate": _ratio(o[Outcome.TIMEOUT], attempted),
+        "error_rate": _ratio(errors, attempted),
+        "timeout_rate": _ratio(timeouts, attempted),
         "dropped": o[Outcome.DROPPED],
         "skipped": o[Outcome.SKIPPED],
         "reasons": dict(sorted(group.reasons.items())),

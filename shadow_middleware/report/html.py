@@ -323,7 +323,8 @@ def _group_section(g: Mapping[str, Any], group: Group, report: Mapping[str, Any]
     ]
     summary = [
         ["exchanges", g["n"]],
-        ["compared (match + mismatch)", g["compared"]],
+        ["compared (match + mismatch, less no-evidence ones)", g["compared"]],
+        ["production failed (kept out)", g["production_failed"]],
         *[[k, o[k]] for k in o],
         ["agreement", g["agreement"]],
         ["agreement 95% CI", f"{ci[0]:.4f} - {ci[1]:.4f}" if ci else None],
