@@ -3,8 +3,8 @@
 A rule is ``EXPR OP EXPR`` with ``OP`` one of ``>= <= > < == !=``; an expression is built from
 numbers, metric names (letters, digits, ``_`` and ``.``), ``+ - * /``, unary minus and parentheses,
 with the usual precedence. ``min_samples = N`` and ``min_labelled = N`` are settings, not rules: a
-group with fewer than ``N`` comparisons (match + mismatch), or with ground truth fewer than ``N``
-requests with both scores and a label, is "not enough data". A policy file is TOML::
+group with fewer than ``N`` comparisons (``compared``: see :mod:`.build`), or with ground truth fewer than
+``N`` requests with both scores and a label, is "not enough data". A policy file is TOML::
 
     min_samples = 500
     require = ["agreement >= 0.95", "candidate.server_p95_ms <= 1.25 * primary.p95_ms + 1"]
