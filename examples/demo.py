@@ -30,6 +30,7 @@ from typing import Any
 
 from examples.churn import data
 from examples.launch import ROOT, Process, start
+from shadow_middleware.report.policy import DEFAULT_MIN_LABELLED
 from shadow_middleware.report.spans import ShadowSpan, read_shadow_spans
 
 OUTCOMES = ("match", "mismatch", "error", "timeout", "dropped", "skipped")
@@ -47,6 +48,8 @@ def report_rules(requests: int, server_timing: bool = True) -> list[str]:
     p95 with room for sub-millisecond noise, the default policy's rule: on a busy 2-core machine a
     p99 of either side is a handful of stalls, and a 1.2x p99 rule rejected a faster candidate."""
     rules = [f"min_samples = {min(200, requests)}", "agreement >= 0.8", "candidate.auc >= primary.auc"]
+    if requests < DEFAULT_MIN_LABELLED:  # a short run: the default minimum of labels would not be met
+        rules.append(f"min_labelled = {requests}")
     if server_timing:
         rules.append("candidate.server_p95_ms <= 1.25 * primary.p95_ms + 1")
     return rules

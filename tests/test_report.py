@@ -34,8 +34,9 @@ from shadow_middleware.report.spans import read_shadow_spans
 
 REPO = Path(__file__).resolve().parent.parent
 # Tests about figures, not the decision, pass this rule of their own: with no rule at all the default
-# policy would judge their few, made-up spans (tests/test_report_policy.py covers the default).
-ANY_DATA = ("--require", "compared >= 1")
+# policy would judge their few, made-up spans (tests/test_report_policy.py covers the default). The
+# minimum samples hold under rules of one's own too (issue 17): these tests set them explicitly.
+ANY_DATA = ("--require", "compared >= 1", "--require", "min_samples = 0", "--require", "min_labelled = 0")
 
 # --- fixtures: OTLP/JSON lines written directly --------------------------------------------------
 
@@ -511,7 +512,7 @@ def test_one_failing_group_rejects_all(tmp_path: Path) -> None:
     spans = [span(i, "match", target="good") for i in range(20)]
     spans += [span(100 + i, "mismatch" if i % 2 else "match", target="bad") for i in range(20)]
     path = write_spans(tmp_path / "s.jsonl", spans)
-    res = run_cli(path, "--require", "agreement >= 0.9", "--format", "json")
+    res = run_cli(path, "--require", "agreement >= 0.9", "--require", "min_samples = 20", "--format", "json")
     assert res.returncode == 1
     rep = json.loads(res.stdout)
     assert {t["target"]: t["verdict"] for t in rep["targets"]} == {"bad": "reject", "good": "promote"}

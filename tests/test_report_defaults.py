@@ -123,7 +123,7 @@ def test_default_rules_depend_on_ground_truth_and_are_listed(tmp_path: Path) -> 
 def test_default_policy_needs_samples_and_bounds_errors_and_timeouts(tmp_path: Path) -> None:
     few = write_spans(tmp_path / "few.jsonl", [span(i) for i in range(DEFAULT_MIN_SAMPLES - 1)])
     res = run_cli(few)
-    assert res.returncode == 2 and "INSUFFICIENT min_samples = 100   (compared 99)" in res.stdout
+    assert res.returncode == 2 and "INSUFFICIENT min_samples = 100 (default)   (compared 99)" in res.stdout
     for outcome, rule in (("error", "error_rate <= 0.01"), ("timeout", "timeout_rate <= 0.01")):
         spans = [span(i) for i in range(200)] + [span(1000 + i, outcome, cms=None) for i in range(10)]
         res = run_cli(write_spans(tmp_path / f"{outcome}.jsonl", spans))
@@ -155,16 +155,16 @@ def test_default_policy_needs_enough_labels(tmp_path: Path) -> None:
     path = write_spans(tmp_path / "s.jsonl", spans)
     few = _labels_csv(tmp_path / "l.csv", dict(list(labels.items())[:50]))
     res = run_cli(path, "--ground-truth", few)
-    assert res.returncode == 2 and "INSUFFICIENT min_labelled = 100   (labelled 50)" in res.stdout
+    assert res.returncode == 2 and "INSUFFICIENT min_labelled = 100 (default)   (labelled 50)" in res.stdout
 
 
 def test_rules_of_your_own_replace_the_defaults(tmp_path: Path) -> None:
     path = write_spans(tmp_path / "s.jsonl", html_error_page_spans(20))
-    code, rep = json_report(path, "--require", "n >= 1")
+    code, rep = json_report(path, "--require", "n >= 1", "--require", "min_samples = 0")
     assert code == 0 and rep["policy"]["source"] == "user" and rep["policy"]["require"] == ["n >= 1"]
     assert rep["policy"]["min_samples"] == 0
     policy = tmp_path / "p.toml"
-    policy.write_text('min_labelled = 7\nrequire = ["agreement >= 0"]\n')
+    policy.write_text('min_labelled = 7\nmin_samples = 20\nrequire = ["agreement >= 0"]\n')
     assert load_policy(policy).min_labelled == 7
     code, rep = json_report(path, "--policy", policy)
     assert code == 0 and rep["policy"]["source"] == "user"
@@ -265,7 +265,7 @@ def test_malformed_lines_in_a_real_otlp_file_are_reported_capped(tmp_path: Path)
             f.write(line_of([span(i)]) + "\n")
             if i < 24:
                 f.write('{"resourceSpans": [{"scopeSpans": [{"spans": [{"attributes": 3}]}]}]}\n')
-    res = run_cli(path, "--format", "json", "--require", "compared >= 1")
+    res = run_cli(path, "--format", "json", "--require", "compared >= 1", "--require", "min_samples = 1")
     assert res.returncode == 0, res.stderr
     rep = json.loads(res.stdout)
     assert rep["malformed_lines"] == 25 and rep["targets"][0]["compared"] == 30
@@ -418,5 +418,6 @@ def test_readme_command_and_its_sample_output_agree() -> None:
     rules = re.findall(r'--require "([^"]+)"', command)
     assert rules
     shown = re.findall(r"^    (?:PASS|FAIL|N/A|SKIP)\s+(.+?)   \(", sample, flags=re.M)
+    shown = [rule for rule in shown if not rule.endswith(" (default)")]  # settings the command left alone
     assert shown == rules, (shown, rules)
     assert "verdict: " in sample

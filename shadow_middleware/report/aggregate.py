@@ -37,6 +37,7 @@ __all__ = [
     "DiffStats",
     "Group",
     "Joined",
+    "Labels",
     "ReportError",
     "ReportOptions",
     "Timeline",
@@ -51,6 +52,12 @@ TIMELINE_BUCKETS = 240
 BOOTSTRAP_RESAMPLES = 1000
 TOP_DISAGREEMENTS = 20
 AUC_CI_METHODS = ("delong", "bootstrap")
+MAX_STATUS_PAIRS = 64  # distinct (production, candidate) status pairs per group; the rest are counted
+MAX_MISSING_FIELDS = 20  # distinct missing-field lists per group (shadow.missing_fields); the rest counted
+FIELD_MISSING = "field_missing"  # shadow.reason: a compared field absent from both answers
+# production's status from which it is taken to have failed (a client or server error): no answer of
+# production's to agree with, so the exchange counts in neither agreement nor the error rates
+PRIMARY_FAILED_STATUS = 400
 SEED = 20240601
 
 _P_BODY = "shadow.primary.body."
@@ -62,6 +69,33 @@ _UNSEEN = (0, "")
 
 class ReportError(ValueError):
     """A usage problem (bad option, ambiguous score field, unreadable file): exit status 2."""
+
+
+class Labels(dict[str, int]):
+    """``correlation_id -> 0/1``, and what reading the labels file found besides.
+
+    ``conflicting``: ids given both labels (kept out of the mapping, so out of the quality metrics);
+    ``duplicates``: rows repeating an id with the same label (harmless, counted)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conflicting: set[str] = set()
+        self.duplicates = 0
+
+    def put(self, cid: str, label: int) -> None:
+        """Add one row: a repeat with the same label is a duplicate, with the other a conflict."""
+        if cid in self.conflicting:
+            self.duplicates += 1
+            return
+        have = self.get(cid)
+        if have is None:
+            self[cid] = label
+        elif have == label:
+            self.duplicates += 1
+        else:
+            del self[cid]
+            self.conflicting.add(cid)
+            self.duplicates += 1
 
 
 @dataclass
@@ -228,6 +262,23 @@ class Group:
     last_ns: int | None = None
     top: list[Disagreement] = field(default_factory=list)  # a min-heap of the largest disagreements
     inputs: dict[str, LiveFeature] = field(default_factory=dict)  # drift, per input with a reference
+    # (production status, candidate status) -> exchanges; None where a side has no status
+    statuses: dict[tuple[int | None, int | None], int] = field(default_factory=dict)
+    statuses_other: int = 0  # exchanges whose pair did not fit in MAX_STATUS_PAIRS
+    # match/mismatch exchanges that are no evidence of agreement, kept out of it: production failed
+    # (status >= 400), or a compared field was absent from both answers
+    primary_failed: int = 0
+    field_missing: int = 0  # exchanges with shadow.reason field_missing, any outcome
+    missing_fields: dict[str, int] = field(default_factory=dict)  # shadow.missing_fields -> exchanges
+    excluded_match: int = 0
+    excluded_mismatch: int = 0
+    excluded_error: int = 0  # the candidate failed where production had failed too: no evidence
+    excluded_timeout: int = 0
+    server_discarded: int = 0  # Server-Timing longer than the measured round trip: not believed
+    with_id: int = 0  # spans with a correlation id (with ground truth only)
+    labelled_unscored: dict[str, int] = field(default_factory=dict)  # labelled, no pair of scores
+    label_conflicts: int = 0  # spans whose id has conflicting labels (not in the quality metrics)
+    valued: int = 0  # spans recording a compared value (shadow.{primary,candidate}.body.*)
 
     @property
     def n(self) -> int:
@@ -246,6 +297,7 @@ class Aggregate:
     spans: int
     malformed: int
     inputs: list[str] = field(default_factory=list)  # recorded inputs seen (shadow.request.body.<p>)
+    labels_seen: int = 0  # distinct labelled ids some span carried (with ground truth)
 
 
 def aggregate(spans: Iterable[ShadowSpan], options: ReportOptions) -> Aggregate:
@@ -276,6 +328,8 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
     seen_numeric: dict[str, None] = {}
     seen_inputs: dict[str, None] = {}
     labels = options.labels
+    conflicting = labels.conflicting if isinstance(labels, Labels) else set()
+    labelled_seen: set[str] = set()  # bounded by the labels file
     threshold = options.threshold
     top = options.top
     features = options.reference.features if options.reference is not None else {}
@@ -284,6 +338,7 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
     count = 0
     seq = 0
     match, mismatch = Outcome.MATCH, Outcome.MISMATCH
+    error, timeout = Outcome.ERROR, Outcome.TIMEOUT
     for span in (span for batch in batches for span in batch):
         count += 1
         attrs = span.attributes
@@ -297,10 +352,56 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
         else:
             group.other_outcomes += 1
         reason = attrs.get("shadow.reason")
+        excluded = False
         if reason is not None:
             group.reasons[str(reason)] = group.reasons.get(str(reason), 0) + 1
             by_outcome = group.reasons_by_outcome.setdefault(outcome, {})
             by_outcome[str(reason)] = by_outcome.get(str(reason), 0) + 1
+            if reason == FIELD_MISSING:
+                excluded = True
+                group.field_missing += 1
+                fields = str(attrs.get("shadow.missing_fields", "") or "?")[:200]
+                missing = group.missing_fields
+                if fields in missing or len(missing) < MAX_MISSING_FIELDS:
+                    missing[fields] = missing.get(fields, 0) + 1
+        sp = attrs.get("shadow.primary.status_code")
+        sp = sp if type(sp) is int else None
+        sc = attrs.get("shadow.candidate.status_code")
+        sc = sc if type(sc) is int else None
+        if sp is not None or sc is not None:
+            pair = (sp, sc)
+            pairs = group.statuses
+            if pair in pairs:
+                pairs[pair] += 1
+            elif len(pairs) < MAX_STATUS_PAIRS:
+                pairs[pair] = 1
+            else:
+                group.statuses_other += 1
+        if outcome in (match, mismatch):
+            if sp is not None and sp >= PRIMARY_FAILED_STATUS:
+                excluded = True
+                group.primary_failed += 1
+            if excluded:
+                if outcome == match:
+                    group.excluded_match += 1
+                else:
+                    group.excluded_mismatch += 1
+        elif sp is not None and sp >= PRIMARY_FAILED_STATUS and outcome in (error, timeout):
+            group.primary_failed += 1
+            if outcome == error:
+                group.excluded_error += 1
+            else:
+                group.excluded_timeout += 1
+        cid = attrs.get("shadow.correlation_id")
+        label = None
+        if labels is not None and cid is not None:
+            group.with_id += 1
+            scid = str(cid)
+            label = labels.get(scid)
+            if label is not None:
+                labelled_seen.add(scid)
+            elif scid in conflicting:
+                group.label_conflicts += 1
         etype = attrs.get("error.type")
         if etype is not None:
             group.error_types[str(etype)] = group.error_types.get(str(etype), 0) + 1
@@ -310,7 +411,9 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
                 group.first_ns = start_ns
             if group.last_ns is None or start_ns > group.last_ns:
                 group.last_ns = start_ns
-            if outcome == match:
+            if excluded:
+                pass  # no evidence of agreement either way: not on the agreement timeline
+            elif outcome == match:
                 group.timeline.add(start_ns, 0)
             elif outcome == mismatch:
                 group.timeline.add(start_ns, 1)
@@ -323,7 +426,12 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
             group.lat_candidate.add(dc)
             ds = attrs.get("shadow.candidate.server_duration_ms")
             if ds is not None and ((type(ds) is float and ds - ds == 0) or (ds := _number(ds)) is not None):
-                group.lat_candidate_server.add(ds)
+                # the candidate's word against our clock: a server time longer than the round trip we
+                # measured around it is impossible, so not believed (discarded and counted)
+                if ds > dc:
+                    group.server_discarded += 1
+                else:
+                    group.lat_candidate_server.add(ds)
 
         # recorded values: differences of every numeric field, the score field drives the rest;
         # recorded inputs feed drift
@@ -358,6 +466,7 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
                 else:
                     live.add(value, start_ns)
                 continue
+            group.valued += 1  # once per value; only "none at all" is read
             if what == _CANDIDATE:  # numeric fields only the candidate recorded
                 if fname not in seen_numeric and _number(value) is not None:
                     seen_numeric[fname] = None
@@ -379,13 +488,18 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
                 if stats is None:
                     stats = group.field_diffs[fname] = DiffStats()
                 stats.add(abs(p - c))
-        if score_field is None:
-            continue
-        ps = attrs.get(_P_BODY + score_field)
-        if not (type(ps) is float and ps - ps == 0) and (ps := _number(ps)) is None:
-            continue
-        cs = attrs.get(_C_BODY + score_field)
-        if not (type(cs) is float and cs - cs == 0) and (cs := _number(cs)) is None:
+        ps = cs = None
+        if score_field is not None:
+            ps = attrs.get(_P_BODY + score_field)
+            if not (type(ps) is float and ps - ps == 0):
+                ps = _number(ps)
+            if ps is not None:
+                cs = attrs.get(_C_BODY + score_field)
+                if not (type(cs) is float and cs - cs == 0):
+                    cs = _number(cs)
+        if ps is None or cs is None:
+            if label is not None:  # a label the quality metrics cannot use: say so, by outcome
+                group.labelled_unscored[outcome] = group.labelled_unscored.get(outcome, 0) + 1
             continue
         group.scored += 1
         gap = abs(ps - cs)
@@ -394,7 +508,6 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
             group.flips += 1
         group.scatter.add((ps, cs))
         group.scores.add((ps, cs))
-        cid = attrs.get("shadow.correlation_id")
         if top:
             heap = group.top
             if len(heap) < top or gap > heap[0][0]:
@@ -406,7 +519,6 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
                     heapq.heapreplace(heap, entry)
         if labels is not None and cid is not None:
             group.scored_with_id += 1
-            label = labels.get(str(cid))
             if label is not None:
                 group.joined.append(ps, cs, label)
 
@@ -418,4 +530,4 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
     for group in groups.values():
         for live in group.inputs.values():
             live.flush()
-    return Aggregate(groups, score_field, list(seen_numeric), count, 0, list(seen_inputs))
+    return Aggregate(groups, score_field, list(seen_numeric), count, 0, list(seen_inputs), len(labelled_seen))

@@ -1,13 +1,23 @@
 """The report (the ``--format json`` document) and the verdict the promotion policy gives it.
 
-Definitions: ``n`` counts every shadow span of a group; ``compared`` = match + mismatch (the
-denominator of agreement, and what ``min_samples`` is checked against); error and timeout rates are
-over the attempted exchanges, match + mismatch + error + timeout. A group with fewer comparisons than
-``min_samples`` is ``insufficient``; else one failing rule rejects it; else it is ``insufficient`` when
-it has fewer labelled requests than ``min_labelled`` or a rule's figure is unavailable; else it is
-promoted. A run's verdict is ``reject`` if any group is rejected, else ``insufficient`` if any group
-lacks data, else ``promote``. With no rule
-given, the default policy applies (:func:`.policy.effective_policy`): no rule never means promote.
+Definitions: ``n`` counts every shadow span of a group; ``compared`` = match + mismatch (the denominator
+of agreement, and what ``min_samples`` is checked against) *less the exchanges that are no evidence of
+agreement*: those where production itself failed (status >= 400: a 503 of production's, a 422 for a bad
+request -- nothing of production's to agree with; ``production_failed``, and the status table shows
+them) and those where a compared field was absent from both answers (``shadow.reason``
+``field_missing``). Error and timeout rates are over the attempted exchanges, compared + error +
+timeout, where an error or timeout of the candidate's on a request production failed too is no evidence
+against it either: those count in ``production_failed``, not in the rates. A group with fewer
+comparisons than ``min_samples`` is ``insufficient``; else one failing rule rejects it; else it is
+``insufficient`` when a compared field was missing (a typo in ``compare.fields`` must never read as
+agreement), when it has fewer labelled requests than ``min_labelled`` or a rule's figure is unavailable;
+else it is promoted. A run's verdict is ``reject`` if any group is rejected, else ``insufficient`` if
+any group lacks data, else ``promote``. With no rule given, the default policy applies
+(:func:`.policy.effective_policy`): no rule never means promote.
+
+With ground truth, a group none of whose spans carries a correlation id (an id in the path, a batch
+route) can have no label: it is judged by the rules that need none -- the default policy without
+ground truth, or the user's rules less those naming a label metric (``SKIP``) -- and says so.
 
 Latency, like with like: production's figure is its time in the app, measured in process; the
 candidate's ``duration_ms`` is a round trip from the shadow client (network, connection, queueing
@@ -28,10 +38,10 @@ from urllib.parse import quote
 
 from .._outcomes import OUTCOMES, Outcome
 from . import stats
-from .aggregate import Aggregate, Group, ReportOptions
+from .aggregate import Aggregate, Group, Labels, ReportOptions
 from .drift import score_psi
 from .ground_truth import ground_truth_metrics
-from .metrics import policy_metrics
+from .metrics import LABEL_METRICS, policy_metrics
 from .policy import Policy, RuleResult, effective_policy
 
 __all__ = ["EXIT_CODES", "LATENCY_BASES", "build_report", "group_report"]
@@ -74,15 +84,72 @@ def _server_latency(group: Group) -> tuple[str, dict[str, Any]]:
     return basis, out
 
 
+def _statuses(group: Group) -> list[dict[str, Any]]:
+    """The (production, candidate) status pairs, most frequent first."""
+    return [
+        {"primary": p, "candidate": c, "n": n}
+        for (p, c), n in sorted(group.statuses.items(), key=lambda kv: (-kv[1], str(kv[0])))
+    ]
+
+
+def _missing_fields(group: Group) -> list[str]:
+    """The compared fields (JSON pointers) the runtime found absent from both answers."""
+    found: dict[str, None] = {}
+    for listed in group.missing_fields:
+        for pointer in listed.split(","):
+            if pointer.strip():
+                found[pointer.strip()] = None
+    return list(found)
+
+
+def _notes(group: Group, g: dict[str, Any]) -> list[str]:
+    """What a reader must know to read the group's figures right, in words."""
+    notes = []
+    if group.field_missing:
+        fields = ", ".join(g["missing_fields"]) or "(not named)"
+        notes.append(
+            f"compared field(s) {fields} absent from both answers in {group.field_missing} exchange(s): "
+            "no evidence of agreement, kept out of it, and no promotion while fields are missing -- "
+            "check compare.fields for a typo"
+        )
+    o = group.outcomes
+    if o[Outcome.MATCH] and not o[Outcome.MISMATCH] and not group.valued and not group.field_missing:
+        # spans of a runtime before field_missing: a typo in compare.fields read as "match" everywhere
+        notes.append(
+            "every comparison matched, and no compared value is recorded on any span: if compare.fields "
+            "names fields, none of them may exist in the answers -- check it for a typo"
+        )
+    if group.primary_failed:
+        notes.append(
+            f"production itself failed (status >= 400) in {group.primary_failed} exchange(s): kept out "
+            "of agreement and the error rates (see the status table)"
+        )
+    if group.server_discarded:
+        notes.append(
+            f"{group.server_discarded} Server-Timing value(s) longer than the measured round trip: "
+            "not believed, discarded"
+        )
+    if g["ground_truth"] is not None and not g["labels_possible"]:
+        notes.append(
+            "no span of this group carries a correlation id, so no label can join: judged by the "
+            "rules that need no labels"
+        )
+    return notes
+
+
 def group_report(group: Group, options: ReportOptions) -> dict[str, Any]:
     o = group.outcomes
-    compared = o[Outcome.MATCH] + o[Outcome.MISMATCH]
-    attempted = compared + o[Outcome.ERROR] + o[Outcome.TIMEOUT]
-    ci = stats.wilson(o[Outcome.MATCH], compared)
+    agreed = o[Outcome.MATCH] - group.excluded_match
+    compared = agreed + o[Outcome.MISMATCH] - group.excluded_mismatch
+    errors = o[Outcome.ERROR] - group.excluded_error
+    timeouts = o[Outcome.TIMEOUT] - group.excluded_timeout
+    attempted = compared + errors + timeouts
+    ci = stats.wilson(agreed, compared)
     primary = _latency(group.lat_primary)
     candidate = _latency(group.lat_candidate)
     basis, server = _server_latency(group)
     candidate.update(server)
+    candidate["server_latency_discarded"] = group.server_discarded
     gt: dict[str, Any] | None = None
     if options.labels is not None:
         gp, gc, gt = ground_truth_metrics(
@@ -91,16 +158,24 @@ def group_report(group: Group, options: ReportOptions) -> dict[str, Any]:
         gt["scored"] = group.scored
         gt["scored_with_id"] = group.scored_with_id
         gt["without_label"] = group.scored_with_id - len(group.joined)
+        gt["labelled_without_scores"] = sum(group.labelled_unscored.values())
+        gt["labelled_without_scores_by_outcome"] = dict(sorted(group.labelled_unscored.items()))
+        gt["conflicting_label_exchanges"] = group.label_conflicts
         primary.update(gp)
         candidate.update(gc)
-    return {
+    g = {
         "target": group.target,
         "route": group.route,
         "n": group.n,
         "compared": compared,
         "outcomes": dict(o),
         "other_outcomes": group.other_outcomes,
-        "agreement": _ratio(o[Outcome.MATCH], compared),
+        "agreement": _ratio(agreed, compared),
+        "production_failed": group.primary_failed,
+        "field_missing": group.field_missing,
+        "missing_fields": _missing_fields(group),
+        "statuses": _statuses(group),
+        "statuses_other": group.statuses_other,
         "agreement_ci": list(ci) if ci is not None else None,
         "scored": group.scored,
         "flips": group.flips,
@@ -111,8 +186,8 @@ def group_report(group: Group, options: ReportOptions) -> dict[str, Any]:
             name: {"n": d.count, "mean_abs": d.mean, "max_abs": d.max}
             for name, d in sorted(group.field_diffs.items())
         },
-        "error_rate": _ratio(o[Outcome.ERROR], attempted),
-        "timeout_rate": _ratio(o[Outcome.TIMEOUT], attempted),
+        "error_rate": _ratio(errors, attempted),
+        "timeout_rate": _ratio(timeouts, attempted),
         "dropped": o[Outcome.DROPPED],
         "skipped": o[Outcome.SKIPPED],
         "reasons": dict(sorted(group.reasons.items())),
@@ -133,7 +208,10 @@ def group_report(group: Group, options: ReportOptions) -> dict[str, Any]:
         "auc_diff": gt.pop("auc_diff_test") if gt is not None else None,
         "drift": _drift(group),
         "disagreements": _disagreements(group, options.trace_url),
+        "labels_possible": group.with_id > 0,
     }
+    g["notes"] = _notes(group, g)
+    return g
 
 
 def _drift(group: Group) -> dict[str, Any]:
@@ -168,30 +246,57 @@ def _disagreements(group: Group, trace_url: str | None) -> list[dict[str, Any]]:
     ]
 
 
-def _judge(g: dict[str, Any], policy: Policy) -> tuple[str, list[RuleResult]]:
-    results = [rule.check(policy_metrics(g)) for rule in policy.rules]
+_NO_LABELS = "needs labels: no span of this group carries a correlation id"
+
+
+def _judge(g: dict[str, Any], policy: Policy) -> tuple[str, str | None, list[RuleResult]]:
+    """``(verdict, why it is not promote, rule results)``."""
+    metrics = policy_metrics(g)
+    labels = g["ground_truth"] is not None and g["labels_possible"]
+    results = [
+        RuleResult(rule, None, None, "SKIP", (), _NO_LABELS)
+        if not labels and g["ground_truth"] is not None and LABEL_METRICS.intersection(rule.names())
+        else rule.check(metrics)
+        for rule in policy.rules
+    ]
+    missing = (
+        f"compared field(s) missing from both answers: {', '.join(g['missing_fields']) or '(not named)'}"
+        if g["field_missing"]
+        else None
+    )
     if g["compared"] < policy.min_samples or g["compared"] == 0:
-        return "insufficient", results
-    if any(r.status == "FAIL" for r in results):
-        return "reject", results
+        why = f"{g['compared']} comparison(s), fewer than min_samples = {policy.min_samples}"
+        why = why if g["compared"] else "no comparison"
+        return "insufficient", f"{missing}; {why}" if missing else why, results
+    failed = [r.rule.text for r in results if r.status == "FAIL"]
+    if failed:
+        return "reject", "failed: " + "; ".join(failed), results
+    if missing:
+        return "insufficient", missing, results
     # Few labels make a pass weak evidence, not a failure: a significant difference stays significant.
     gt = g["ground_truth"]
-    if gt is not None and gt["n"] < policy.min_labelled:
-        return "insufficient", results
-    if any(r.status == "N/A" for r in results):
-        return "insufficient", results
-    return "promote", results
+    if labels and gt["n"] < policy.min_labelled:
+        return "insufficient", f"{gt['n']} labelled, fewer than min_labelled = {policy.min_labelled}", results
+    unavailable = [r.rule.text for r in results if r.status == "N/A"]
+    if unavailable:
+        return "insufficient", "figure unavailable: " + "; ".join(unavailable), results
+    return "promote", None, results
 
 
 def build_report(agg: Aggregate, options: ReportOptions, policy: Policy) -> dict[str, Any]:
     """The report; ``policy`` without a rule is replaced by the default policy."""
-    policy = effective_policy(policy, options.labels is not None)
+    given = policy
+    policy = effective_policy(given, options.labels is not None)
+    # a group that can have no label is judged as a run without ground truth would judge it
+    unlabelled = effective_policy(given, False) if policy.source == "default" else policy
     targets: list[dict[str, Any]] = []
     verdicts: list[str] = []
     for key in sorted(agg.groups):
         g = group_report(agg.groups[key], options)
-        verdict, results = _judge(g, policy)
+        judged_by = policy if g["labels_possible"] or options.labels is None else unlabelled
+        verdict, why, results = _judge(g, judged_by)
         g["verdict"] = verdict
+        g["verdict_reason"] = why
         g["rules"] = [
             {
                 "rule": r.rule.text,
@@ -223,12 +328,29 @@ def build_report(agg: Aggregate, options: ReportOptions, policy: Policy) -> dict
         "threshold": options.threshold,
         "ground_truth": options.labels is not None,
         "labels": len(options.labels) if options.labels is not None else None,
+        "label_join": _label_join(agg, options),
         "policy": {
             "source": policy.source,
             "description": policy.description,
             "min_samples": policy.min_samples,
             "min_labelled": policy.min_labelled,
+            # the settings the user gave; the others are the defaults
+            "settings_given": [name for name in ("min_samples", "min_labelled") if given.is_set(name)],
             "require": [r.text for r in policy.rules],
         },
         "targets": targets,
+    }
+
+
+def _label_join(agg: Aggregate, options: ReportOptions) -> dict[str, Any] | None:
+    """What of the labels file joined, and what could not (with ground truth)."""
+    labels = options.labels
+    if labels is None:
+        return None
+    conflicting = labels.conflicting if isinstance(labels, Labels) else set()
+    return {
+        "labels": len(labels),
+        "without_exchange": len(labels) - agg.labels_seen,
+        "conflicting_ids": len(conflicting),
+        "duplicate_rows": labels.duplicates if isinstance(labels, Labels) else 0,
     }

@@ -2,7 +2,8 @@
 
 Exit status 0 promote, 1 reject, 2 not enough data or a usage error (bad option, rule or file).
 
-The report needs the ``report`` extra (numpy, msgspec): ``pip install 'shadow_middleware[report]'``.
+The report needs the ``report`` extra (numpy, msgspec): ``pip install 'shadow_middleware[report]'``
+(from a checkout: ``pip install -e '.[report]'``).
 Building the parser imports nothing of it, so ``check-config`` works without; :func:`run` says what to
 install when it is missing.
 """
@@ -16,17 +17,25 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import urlsplit
 
-__all__ = ["MAX_LINE_ERRORS", "MISSING_EXTRA", "add_arguments", "run", "trace_url_problem"]
+__all__ = ["MAX_LINE_ERRORS", "MISSING_EXTRA", "add_arguments", "run", "shown_line", "trace_url_problem"]
 
 MAX_LINE_ERRORS = 10  # malformed lines reported one by one; the rest are counted
 BOOTSTRAP_RESAMPLES = 1000  # aggregate.BOOTSTRAP_RESAMPLES (kept here: building the parser imports nothing)
 TOP_DISAGREEMENTS = 20  # aggregate.TOP_DISAGREEMENTS
 MISSING_EXTRA = (
-    "error: the report needs numpy and msgspec (the 'report' extra): pip install 'shadow_middleware[report]'"
+    "error: the report needs numpy and msgspec (the 'report' extra): pip install "
+    "'shadow_middleware[report]' (from a checkout of the source: pip install -e '.[report]'; "
+    "or pip install numpy msgspec)"
 )
+
+
+def shown_line(text: str, width: int = 120) -> str:
+    """A line of someone else's file, safe to print: control characters escaped, cut at ``width``."""
+    out = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+    return out if len(out) <= width else out[: width - 3] + "..."
 
 
 def trace_url_problem(template: str) -> str | None:
@@ -34,7 +43,7 @@ def trace_url_problem(template: str) -> str | None:
     if "{trace_id}" not in template:
         return "must contain {trace_id}"
     if any(ch in template.replace("{trace_id}", "") for ch in "{}"):
-        return "no placeholder other than {trace_id}"
+        return "must have no placeholder other than {trace_id}"
     if any(ord(ch) < 0x21 or ch in '"<>\\^`|' for ch in template):
         return "no spaces, quotes or control characters"
     parts = urlsplit(template.replace("{trace_id}", "0" * 32))
@@ -94,7 +103,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="a rule, e.g. 'agreement >= 0.95' (repeatable); without any rule the default policy "
-        "applies (see README), with rules of your own it does not",
+        "applies (see README), with rules of your own it does not -- but the default min_samples "
+        "(and min_labelled) hold unless you set them",
     )
     parser.add_argument(
         "--format", choices=("text", "json"), default="text", help="output format (default text)"
@@ -135,6 +145,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="link trace ids in the HTML to your trace viewer, e.g. 'https://tempo.example/trace/{trace_id}'",
     )
     parser.add_argument(
+        "--route",
+        metavar="ROUTE",
+        action="append",
+        default=[],
+        help="report this route only, e.g. 'POST /predict' (exact name; repeatable)",
+    )
+    parser.add_argument(
+        "--target",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="report this target only (exact name; repeatable)",
+    )
+    parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar (shown on a terminal only)"
     )
 
@@ -154,10 +178,11 @@ def run(args: argparse.Namespace) -> int:
     from .ground_truth import load_labels
     from .html import render_html
     from .policy import Policy, PolicyError, load_policy
-    from .spans import NotOTLPError, read_span_batches
+    from .spans import NotOTLPError, Skipped, read_span_batches
     from .text import format_text
 
     malformed = [0]
+    skipped = Skipped()
     progress: ProgressBar | None = None
 
     def on_error(path: str, line: int, msg: str) -> None:
@@ -193,6 +218,8 @@ def run(args: argparse.Namespace) -> int:
                 args.reference, lambda p, n, m: print(f"{p}:{n}: skipped reference row: {m}", file=err)
             )
         for path in args.spans:
+            if Path(path).is_dir():
+                raise ReportError(f"{path}: is a directory; give the span file(s) in it")
             if not Path(path).is_file():
                 raise ReportError(f"{path}: no such file")
         options = ReportOptions(
@@ -207,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
         )
         if not args.no_progress and err.isatty():
             progress = ProgressBar(sum(os.path.getsize(p) for p in args.spans), err)
-        agg = aggregate_batches(read_span_batches(args.spans, on_error, progress), options)
+        agg = aggregate_batches(read_span_batches(args.spans, on_error, progress, skipped), options)
+        _keep_groups(agg, args.target, args.route)
     except (ReportError, ReferenceError, PolicyError, NotOTLPError, OSError) as exc:
         if progress is not None:
             progress.close()
@@ -224,6 +252,16 @@ def run(args: argparse.Namespace) -> int:
                 file=err,
             )
     agg.malformed = malformed[0]
+    if skipped.count:
+        for path, number, text in skipped.first:
+            print(f"{path}:{number}: skipped line that is not OTLP: {shown_line(text)}", file=err)
+        more = skipped.count - len(skipped.first)
+        print(
+            (f"... and {more} more; " if more else "")
+            + f"{skipped.count} line(s) that are not OTLP skipped in all: keep logs out of the span "
+            "file (see README 'Writing the span file')",
+            file=err,
+        )
     if args.field and args.field not in agg.numeric_fields:
         print(f"warning: no numeric recorded value named {args.field!r} in the spans", file=err)
     if reference is not None:
@@ -237,6 +275,7 @@ def run(args: argparse.Namespace) -> int:
         elif unmatched:
             print(f"note: reference columns never recorded live: {', '.join(unmatched)}", file=err)
     report = build_report(agg, options, policy)
+    report["skipped_lines"] = skipped.count
     if args.format == "json":
         out.write(json.dumps(report, indent=2, allow_nan=False) + "\n")
     else:
@@ -249,3 +288,23 @@ def run(args: argparse.Namespace) -> int:
             return 2
     code: int = report["exit_code"]
     return code
+
+
+def _keep_groups(agg: Any, targets: list[str], routes: list[str]) -> None:
+    """Keep the groups of ``--target`` / ``--route`` (exact names; all when none given). Raises
+    ``ReportError`` naming the ones the spans have when a name is unknown."""
+    from .aggregate import ReportError
+
+    for option, wanted, index in (("--target", targets, 0), ("--route", routes, 1)):
+        have = sorted({key[index] for key in agg.groups})
+        unknown = [name for name in dict.fromkeys(wanted) if name not in have]
+        if unknown:
+            raise ReportError(
+                f"{option} {', '.join(map(repr, unknown))}: not in the spans "
+                f"(they have: {', '.join(map(repr, have)) or 'none'})"
+            )
+    agg.groups = {
+        key: g
+        for key, g in agg.groups.items()
+        if (not targets or key[0] in targets) and (not routes or key[1] in routes)
+    }

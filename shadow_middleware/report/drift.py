@@ -11,6 +11,12 @@ Per input, live traffic of a target and route against the reference:
   :data:`MAX_CATEGORIES`, the most frequent; the rest, and live values the reference never had, count
   as one bin ``(other)``). No KS: it needs an order.
 
+Missing values: in a column whose other values are all numbers, ``NA``, ``N/A``, ``nan``, ``null``,
+``None``, ``?`` and empty cells (any case; JSON ``null`` and NaN too) are missing values -- counted
+(``reference_missing``) and left out -- not a reason to read the column as categorical (which would
+make KS impossible and PSI meaningless). In a column of strings they stay categories (``NA`` may be a
+country).
+
 PSI smooths empty bins: a proportion of 0 counts as :data:`.stats.PSI_EPSILON` (0.01 %).
 
 **Memory, and why KS needs no sample.** The live side keeps counts, not values: for each of the
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +53,21 @@ OTHER = "(other)"
 # A drift-over-time bucket with fewer live values gets no PSI: with 10 bins and n values, PSI's noise
 # floor is about (bins - 1) / n (its null expectation), 0.09 at 100.
 MIN_BUCKET = 100
+
+
+FORMATS = (
+    "expected a CSV whose header names the inputs, or JSON lines: one flat object per line "
+    "-- not one JSON document or array"
+)
+MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, str) and value.strip().lower() in MISSING
 
 
 class ReferenceError(ValueError):
@@ -71,12 +93,15 @@ class Feature:
     categories: dict[str, int] = field(default_factory=dict)  # categorical: name -> bin
     bin_counts: Any = None  # the reference's count per PSI bin
     labels: list[str] = field(default_factory=list)  # per PSI bin, for the HTML
+    missing: int = 0  # numeric: reference values that were missing (NA, null, empty...) or not finite
 
     @classmethod
-    def from_values(cls, name: str, raw: list[Any]) -> Feature:
+    def from_values(cls, name: str, raw: list[Any]) -> Feature | None:
+        """The feature of a reference column, or ``None`` when it has no value at all."""
+        present = [value for value in raw if not _is_missing(value)]
         numbers: list[float] = []
-        numeric = bool(raw)
-        for value in raw:
+        numeric = bool(present)
+        for value in present:
             if isinstance(value, bool):
                 numeric = False
                 break
@@ -97,7 +122,21 @@ class Feature:
             bins = np.bincount(np.searchsorted(edges, arr, side="right"), minlength=edges.size + 1)
             labels = [f"< {edges[0]:g}"] + [f"{a:g} - {b:g}" for a, b in itertools.pairwise(edges)]
             labels.append(f">= {edges[-1]:g}")
-            return cls(name, True, int(arr.size), values, counts, edges, bin_counts=bins, labels=labels)
+            missing = len(raw) - int(arr.size)
+            return cls(
+                name,
+                True,
+                int(arr.size),
+                values,
+                counts,
+                edges,
+                bin_counts=bins,
+                labels=labels,
+                missing=missing,
+            )
+        raw = [value for value in raw if value is not None and value != ""]  # absent: not a category
+        if not raw:
+            return None
         seen: dict[str, int] = {}
         for value in raw:
             key = _category(value)
@@ -132,11 +171,14 @@ def load_reference(path: str | Path, on_error: ErrorHandler | None = None) -> Re
     rows = 0
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
+            if f.read(4096).lstrip().startswith("["):
+                raise ReferenceError(f"{path}: looks like one JSON array; {FORMATS}")
+            f.seek(0)
             if is_json_lines(f):
                 for _, doc in json_objects(f, path, on_error):
                     rows += 1
                     for key, value in doc.items():
-                        if value is not None and not isinstance(value, dict | list):
+                        if not isinstance(value, dict | list):
                             columns.setdefault(str(key), []).append(value)
             else:
                 reader = csv.reader(f)
@@ -149,13 +191,16 @@ def load_reference(path: str | Path, on_error: ErrorHandler | None = None) -> Re
                         continue
                     rows += 1
                     for cell, values in zip(row, lists, strict=False):
-                        if cell != "":
-                            values.append(cell)
+                        values.append(cell)  # an empty cell too: a missing value, counted
     except OSError as exc:
         raise ReferenceError(f"{path}: {exc.strerror or exc}") from None
     if not rows:
-        raise ReferenceError(f"{path}: no rows")
-    features = {name: Feature.from_values(name, values) for name, values in columns.items() if values}
+        raise ReferenceError(f"{path}: no rows ({FORMATS})")
+    features = {
+        name: feature
+        for name, values in columns.items()
+        if values and (feature := Feature.from_values(name, values)) is not None
+    }
     return Reference(str(path), rows, features)
 
 
@@ -241,6 +286,7 @@ class LiveFeature:
             "ks_p": ks_2samp_pvalue(d, self.n, self.feature.n) if d is not None else None,
             "kind": "numeric" if self.feature.numeric else "categorical",
             "reference_n": self.feature.n,
+            "reference_missing": self.feature.missing,
             "wrong_kind": self.other,
         }
 

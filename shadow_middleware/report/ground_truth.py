@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import stats
-from .aggregate import Joined, ReportError
+from .aggregate import Joined, Labels, ReportError
 from .spans import ErrorHandler
 from .tables import is_json_lines, json_objects
 
@@ -32,18 +32,19 @@ def _label(value: Any) -> int | None:
     return None
 
 
-def load_labels(path: str | Path, on_error: ErrorHandler | None = None) -> dict[str, int]:
+def load_labels(path: str | Path, on_error: ErrorHandler | None = None) -> Labels:
     """``correlation_id -> 0/1`` from a CSV (header ``correlation_id,label``) or JSON lines file.
 
-    Bad rows are reported to ``on_error(path, line, message)`` and skipped; a later row for the same
-    id replaces an earlier one.
+    Bad rows are reported to ``on_error(path, line, message)`` and skipped. An id given twice with the
+    same label counts once; an id given both labels is dropped from the labels (which one is true is
+    unknowable; taking the last would decide it by file order) and counted in ``conflicting``.
     """
 
     def bad(line: int, msg: str) -> None:
         if on_error is not None:
             on_error(str(path), line, msg)
 
-    labels: dict[str, int] = {}
+    labels = Labels()
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             if is_json_lines(f):
@@ -56,7 +57,7 @@ def load_labels(path: str | Path, on_error: ErrorHandler | None = None) -> dict[
                     if label is None:
                         bad(number, f"label must be 0 or 1, got {doc['label']!r}")
                         continue
-                    labels[str(doc["correlation_id"])] = label
+                    labels.put(str(doc["correlation_id"]), label)
             else:
                 reader = csv.reader(f)
                 fields = next(reader, None) or []
@@ -78,7 +79,7 @@ def load_labels(path: str | Path, on_error: ErrorHandler | None = None) -> dict[
                             f"label must be 0 or 1, got {raw!r}" if cid else "no correlation_id",
                         )
                         continue
-                    labels[cid] = label
+                    labels.put(cid, label)
     except OSError as exc:
         raise ReportError(f"{path}: {exc.strerror or exc}") from None
     return labels

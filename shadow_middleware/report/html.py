@@ -22,7 +22,7 @@ from .build import LATENCY_BASES
 from .drift import MIN_BUCKET
 from .format import fmt
 from .metrics import LATENCY_METRICS, QUALITY_METRICS
-from .text import fmt_p, latency_note, why_rows
+from .text import fmt_p, latency_note, status_matrix, why_rows
 
 __all__ = ["render_html"]
 
@@ -217,6 +217,7 @@ def latency_plot(group: Group, basis: str) -> str:
         (lo, hi) if xlog else (0.0, hi),
         (0.0, 1.0),
         xlog=xlog,
+        legend_at="bottom-right",  # a CDF has reached the top by the right: the corner below is empty
     )
     plot.polyline(
         _cdf([v for v in p if v > 0 or not xlog]), PRIMARY, f"primary in-process (n={group.lat_primary.seen})"
@@ -322,7 +323,8 @@ def _group_section(g: Mapping[str, Any], group: Group, report: Mapping[str, Any]
     ]
     summary = [
         ["exchanges", g["n"]],
-        ["compared (match + mismatch)", g["compared"]],
+        ["compared (match + mismatch, less no-evidence ones)", g["compared"]],
+        ["production failed (kept out)", g["production_failed"]],
         *[[k, o[k]] for k in o],
         ["agreement", g["agreement"]],
         ["agreement 95% CI", f"{ci[0]:.4f} - {ci[1]:.4f}" if ci else None],
@@ -333,9 +335,19 @@ def _group_section(g: Mapping[str, Any], group: Group, report: Mapping[str, Any]
         ["timeout rate", g["timeout_rate"]],
     ]
     parts.append(_table(summary, ["metric", "value"]))
+    parts.extend(f'<p class="note">{_e(note)}</p>' for note in g["notes"])
     why = why_rows(g)
     if why:
         parts.append(_table(why, ["outcome", "kind", "reason / error type", "count"], css_class="why"))
+    if g["statuses"]:
+        prod, cand, counts = status_matrix(g)
+        parts.append(
+            _table(
+                [[p_status, *row] for p_status, row in zip(prod, counts, strict=True)],
+                ["status: production \\ candidate", *cand],
+                css_class="statuses",
+            )
+        )
     p, c = g["primary"], g["candidate"]
     sides = [("primary (in-process)", p, "")]
     if g["latency_basis"] == "server_timing":
@@ -348,13 +360,17 @@ def _group_section(g: Mapping[str, Any], group: Group, report: Mapping[str, Any]
     parts.append(_table(lat, ["latency (ms)", "n", "p50", "p95", "p99", "max"], css_class="latency"))
     parts.append(f'<p class="latency-basis">{_e(latency_note(g))}</p>')
     gt = g["ground_truth"]
-    if gt is not None:
+    labelled = gt is not None and gt["n"] > 0
+    if gt is not None and not labelled:  # no table of n/a, no matrix of zeros
+        why_none = "" if g["labels_possible"] else " (no span carries a correlation id)"
+        parts.append(f"<p>Ground truth: no request with both scores and a label{_e(why_none)}.</p>")
+    if gt is not None and labelled:
         rows = [[k, p.get(k), c.get(k)] for k in QUALITY_METRICS]
         mc = gt["mcnemar"]
         aci = gt["auc_diff_ci"]
         rows.append(["McNemar p (" + mc["method"] + ")", mc["p_value"], ""])
         test = g["auc_diff"] or {}
-        method = "DeLong" if test.get("method") == "delong" else "bootstrap"
+        method = "bootstrap" if test.get("method", gt["auc_ci_method"]) == "bootstrap" else "DeLong"
         rows.append(
             [
                 f"AUC diff (cand - prod), 95% CI ({method})",
@@ -364,12 +380,20 @@ def _group_section(g: Mapping[str, Any], group: Group, report: Mapping[str, Any]
         )
         if test.get("p") is not None:
             rows.append(["AUC diff p (DeLong, two-sided)", fmt_p(test["p"]), ""])
-        parts.append(f"<p>Ground truth: {gt['n']} requests with both scores and a label.</p>")
+        gaps = []
+        if gt["labelled_without_scores"]:
+            by = ", ".join(f"{k} {v}" for k, v in gt["labelled_without_scores_by_outcome"].items())
+            gaps.append(f"{gt['labelled_without_scores']} labelled exchange(s) without both scores ({by})")
+        if gt["conflicting_label_exchanges"]:
+            gaps.append(f"{gt['conflicting_label_exchanges']} whose id has conflicting labels")
+        tail = f"; not in the metrics: {'; '.join(gaps)}" if gaps else ""
+        parts.append(f"<p>Ground truth: {gt['n']} requests with both scores and a label{_e(tail)}.</p>")
         parts.append(_table(rows, ["metric", "production", "candidate"]))
         parts.append(_confusion(p, c, report["threshold"]))
     parts.append(_drift_section(g, group))
     parts.append(_disagreements_section(g))
     policy = report["policy"]
+    labelled_n = gt["n"] if gt is not None and g["labels_possible"] else None
     settings = [
         [
             "PASS" if count >= minimum else "INSUFFICIENT",
@@ -380,7 +404,7 @@ def _group_section(g: Mapping[str, Any], group: Group, report: Mapping[str, Any]
         ]
         for name, minimum, count in (
             ("min_samples", policy["min_samples"], g["compared"]),
-            ("min_labelled", policy["min_labelled"], gt["n"] if gt is not None else None),
+            ("min_labelled", policy["min_labelled"], labelled_n),
         )
         if minimum and count is not None
     ]
@@ -398,7 +422,7 @@ def _group_section(g: Mapping[str, Any], group: Group, report: Mapping[str, Any]
     parts.append(latency_plot(group, g["latency_basis"]))
     parts.append(scatter_plot(group, report["score_field"], report["threshold"]))
     parts.append(agreement_plot(group))
-    if gt is not None:
+    if labelled:
         parts.append(roc_plot(group))
     parts.append("</div></section>")
     return "\n".join(parts)
@@ -436,7 +460,7 @@ def drift_plot(group: Group) -> str:
         width_s = max(width_s, width_ns / 1e9)
         lines.append((name, [(float(t), psi) for t, _n, psi in series if psi is not None]))
     lines = [(name, pts) for name, pts in lines if pts]
-    if not lines or t0 is None:
+    if not lines or t0 is None or max(len(pts) for _, pts in lines) < 2:  # one dot is not a curve
         return '<p class="empty">not enough live values per time bucket for drift over time</p>'
     hours = width_s >= 3600
     unit = 3600.0 if hours else 1.0
@@ -466,13 +490,21 @@ def _drift_section(g: Mapping[str, Any], group: Group) -> str:
     parts = []
     if features:
         rows = [
-            [name, f["kind"], f["n"], f["reference_n"], f["psi"], f["ks"], fmt_p(f["ks_p"])]
+            [
+                name,
+                f["kind"],
+                f["n"],
+                f["reference_n"],
+                f["reference_missing"],
+                f["psi"],
+                f["ks"],
+                fmt_p(f["ks_p"]),
+            ]
             for name, f in features.items()
         ]
         parts.append("<h3>Input drift against the reference</h3>")
-        parts.append(
-            _table(rows, ["input", "kind", "live n", "reference n", "PSI", "KS D", "KS p"], css_class="drift")
-        )
+        header = ["input", "kind", "live n", "reference n", "reference missing", "PSI", "KS D", "KS p"]
+        parts.append(_table(rows, header, css_class="drift"))
         parts.append(f'<div class="plots">{drift_plot(group)}</div>')
     if scores["psi"] is not None:
         est = "" if scores["exact"] else f" (from a sample of {len(group.scores.items)})"
@@ -521,6 +553,16 @@ th,td{border:1px solid #ccc;padding:3px 8px;font-size:13px}td{text-align:right}t
 """
 
 
+def _label_join(report: Mapping[str, Any]) -> str:
+    join = report.get("label_join")
+    if join is None:
+        return ""
+    return (
+        f"<p>Labels: {join['labels']} usable; {join['without_exchange']} with no exchange in the spans; "
+        f"{join['conflicting_ids']} id(s) with conflicting labels dropped.</p>"
+    )
+
+
 def render_html(report: Mapping[str, Any], agg: Aggregate) -> str:
     sections = []
     for g in report["targets"]:
@@ -535,6 +577,7 @@ def render_html(report: Mapping[str, Any], agg: Aggregate) -> str:
         f"<p>{report['spans']} shadow spans; score field {_e(report['score_field'] or 'n/a')}, "
         f"threshold {_e(report['threshold'])}; policy: {_e(policy['description'])}, "
         f"min_samples {policy['min_samples']}; {len(policy['require'])} rule(s).</p>"
+        + _label_join(report)
         + "\n".join(sections)
         + "</body></html>\n"
     )

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
+    "LABEL_METRICS",
     "LATENCY_METRICS",
     "METRICS",
     "QUALITY_METRICS",
@@ -32,13 +33,19 @@ ReportPath = tuple[str | int, ...]
 # name -> (meaning, where); the side metrics follow as "primary.p50_ms", "candidate.auc", ...
 _GROUP_METRICS: dict[str, tuple[str, ReportPath]] = {
     "n": ("shadow exchanges (all outcomes)", ("n",)),
-    "compared": ("comparisons (match + mismatch)", ("compared",)),
-    "agreement": ("match / (match + mismatch)", ("agreement",)),
+    "compared": (
+        "comparisons: match + mismatch, less those that are no evidence (production failed, field missing)",
+        ("compared",),
+    ),
+    "agreement": ("match / compared (the same exclusions)", ("agreement",)),
     "agreement_low": ("Wilson 95% CI lower bound of agreement", ("agreement_ci", 0)),
     "agreement_high": ("Wilson 95% CI upper bound of agreement", ("agreement_ci", 1)),
     "flip_rate": ("share of scored pairs whose decision differs", ("flip_rate",)),
-    "error_rate": ("error / (match + mismatch + error + timeout)", ("error_rate",)),
-    "timeout_rate": ("timeout / (match + mismatch + error + timeout)", ("timeout_rate",)),
+    "error_rate": ("error / (compared + error + timeout), where production did not fail", ("error_rate",)),
+    "timeout_rate": (
+        "timeout / (compared + error + timeout), where production did not fail",
+        ("timeout_rate",),
+    ),
     "dropped": ("dropped count", ("dropped",)),
     "skipped": ("skipped count", ("skipped",)),
     "mean_abs_diff": ("mean |primary - candidate| of the score field", ("mean_abs_diff",)),
@@ -75,6 +82,15 @@ METRICS: dict[str, tuple[str, ReportPath]] = {
         for name in SERVER_LATENCY_METRICS
     },
 }
+
+
+# the names that need labels (--ground-truth): a group none of whose spans carries a correlation id
+# cannot have any, and is judged without the rules that name them
+LABEL_METRICS: frozenset[str] = frozenset(
+    name
+    for name, (_meaning, path) in METRICS.items()
+    if path[0] in ("ground_truth", "auc_diff") or (path[0] in SIDES and path[1] in QUALITY_METRICS)
+)
 
 
 def _lookup(group: Mapping[str, Any], path: ReportPath) -> float | None:

@@ -3,14 +3,15 @@
 A rule is ``EXPR OP EXPR`` with ``OP`` one of ``>= <= > < == !=``; an expression is built from
 numbers, metric names (letters, digits, ``_`` and ``.``), ``+ - * /``, unary minus and parentheses,
 with the usual precedence. ``min_samples = N`` and ``min_labelled = N`` are settings, not rules: a
-group with fewer than ``N`` comparisons (match + mismatch), or with ground truth fewer than ``N``
-requests with both scores and a label, is "not enough data". A policy file is TOML::
+group with fewer than ``N`` comparisons (``compared``: see :mod:`.build`), or with ground truth fewer than
+``N`` requests with both scores and a label, is "not enough data". A policy file is TOML::
 
     min_samples = 500
     require = ["agreement >= 0.95", "candidate.server_p95_ms <= 1.25 * primary.p95_ms + 1"]
 
 No rule never means "promote": when the user gives no rule, :data:`DEFAULT_RULES` apply
-(:func:`effective_policy`); the user's rules replace them all.
+(:func:`effective_policy`); the user's rules replace them all, but not the minimum sample:
+:data:`DEFAULT_MIN_SAMPLES` and :data:`DEFAULT_MIN_LABELLED` hold unless the user sets them.
 """
 
 from __future__ import annotations
@@ -423,6 +424,13 @@ DEFAULT_RULES: tuple[DefaultRule, ...] = (
         skip_note=_NOT_LIKE_FOR_LIKE,
     ),
     DefaultRule(
+        "candidate.p95_ms <= 2 * primary.p95_ms + 50",
+        "always",
+        "the measured round trip (ours, not the candidate's word) is not far slower than production: "
+        "twice production's in-process p95 plus 50 ms for the network hop and the shadow client. "
+        "Applies with or without Server-Timing: a candidate cannot talk its way past it",
+    ),
+    DefaultRule(
         "auc_diff_high >= 0",
         "ground_truth",
         "not significantly worse at ranking: the 95% CI of candidate - production AUC reaches 0",
@@ -437,10 +445,18 @@ DEFAULT_DESCRIPTION = "default (no --require/--policy given)"
 
 
 def effective_policy(policy: Policy, ground_truth: bool) -> Policy:
-    """``policy`` when it has a rule; else the default policy for a run with or without ground truth,
-    keeping a ``min_samples`` / ``min_labelled`` the user did set."""
+    """``policy`` when it has a rule; else the default policy for a run with or without ground truth.
+
+    Either way ``min_samples`` and ``min_labelled`` keep their defaults (:data:`DEFAULT_MIN_SAMPLES`,
+    :data:`DEFAULT_MIN_LABELLED`) unless the user set them: a rule of one's own replaces the default
+    rules, never the minimum sample (three exchanges are no evidence, whatever the rule)."""
     if policy.rules:
-        return policy
+        return replace(
+            policy,
+            min_samples=policy.min_samples if policy.is_set("min_samples") else DEFAULT_MIN_SAMPLES,
+            min_labelled=policy.min_labelled if policy.is_set("min_labelled") else DEFAULT_MIN_LABELLED,
+            _set=set(policy._set),
+        )
     rules = [
         replace(parsed, skip_without=d.skip_without, skip_note=d.skip_note)
         for d in DEFAULT_RULES

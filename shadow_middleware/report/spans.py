@@ -9,9 +9,12 @@ Lines are decoded with msgspec into typed structs that skip what the report does
 twice as fast as ``json.loads`` into dictionaries); a line the typed decoder refuses is decoded again
 the general way, so odd but valid OTLP (``null`` lists, numbers as strings) reads as before.
 
-A file that is not OTLP JSON lines at all (the SDK's ``ConsoleSpanExporter`` output, a
-pretty-printed JSON document, a log) is recognised from its first lines and refused with
-one :class:`NotOTLPError` saying what was expected, instead of one error per line.
+Lines that are not JSON at all (they do not start with ``{`` or ``[``: uvicorn's access log between
+the spans when the exporter writes to standard output, a traceback) are skipped and counted in a
+:class:`Skipped`, which keeps the first few to show. A file without a single OTLP request (the SDK's
+``ConsoleSpanExporter`` output, a pretty-printed JSON document, a log) is refused with one
+:class:`NotOTLPError` saying what was expected and what its first lines look like, instead of one
+error per line.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,6 +36,7 @@ __all__ = [
     "NotOTLPError",
     "Progress",
     "ShadowSpan",
+    "Skipped",
     "read_shadow_spans",
     "read_span_batches",
 ]
@@ -45,7 +49,9 @@ EXPECTED = (
     "FileSpanExporter or the Collector's file exporter)"
 )
 HOW_TO = "see README 'Writing the span file'"
-PROBE_LINES = 20  # a file none of whose first 20 non-empty lines is an OTLP request is not OTLP
+PROBE_LINES = 20  # the first lines of a file without OTLP request, kept to say what it is instead
+SHOW_SKIPPED = 5  # lines that are not OTLP: the first few are kept to show, the rest counted
+MAX_PENDING = 1000  # malformed lines before the first OTLP request: messages kept, then numbers only
 DIAGNOSE_LINES = 1000  # how far to look for what the file is instead
 _CONSOLE_MARK = re.compile(r'"trace_id":\s*"0x[0-9a-f]{32}"')  # ConsoleSpanExporter's span context
 _OTHER_SIGNALS = {"resourceMetrics": "OTLP metrics", "resourceLogs": "OTLP logs"}
@@ -53,6 +59,23 @@ _OTHER_SIGNALS = {"resourceMetrics": "OTLP metrics", "resourceLogs": "OTLP logs"
 
 class NotOTLPError(ValueError):
     """The input is not OTLP JSON lines; the message is one line: what was expected, what was found."""
+
+
+@dataclass(slots=True)
+class Skipped:
+    """Lines that are not JSON (a log between the spans), skipped: how many, and the first few."""
+
+    count: int = 0
+    first: list[tuple[str, int, str]] = field(default_factory=list)  # (path, line number, text)
+
+    def add(self, path: str, number: int, text: str) -> None:
+        self.count += 1
+        if len(self.first) < SHOW_SKIPPED:
+            self.first.append((path, number, text.rstrip("\r\n")[:200]))
+
+    def merge(self, other: Skipped) -> None:
+        self.count += other.count
+        self.first.extend(other.first[: SHOW_SKIPPED - len(self.first)])
 
 
 @dataclass(slots=True)
@@ -271,23 +294,30 @@ def _looks_like(path: str | Path, first: list[tuple[str, Any]]) -> str:
 
 
 def read_shadow_spans(
-    paths: Iterable[str | Path], on_error: ErrorHandler | None = None, on_progress: Progress | None = None
+    paths: Iterable[str | Path],
+    on_error: ErrorHandler | None = None,
+    on_progress: Progress | None = None,
+    skipped: Skipped | None = None,
 ) -> Iterator[ShadowSpan]:
     """Yield the shadow spans in ``paths`` (OTLP/JSON lines, plain or gzip), in file order.
 
     ``on_error(path, line_number, message)`` hears about each malformed line, which is
-    then skipped. Raises :class:`NotOTLPError` for a file none of whose first
-    :data:`PROBE_LINES` non-empty lines is an OTLP trace request (a JSON object with
-    ``resourceSpans``): the file as a whole is something else. The malformed lines among those
-    first ones are reported once the file is known to be OTLP. ``on_progress(bytes)`` hears how
-    far the reading got (the bytes of all files so far, compressed bytes for gzip), every few lines.
+    then skipped; a line that is not JSON at all (it starts with neither ``{`` nor ``[``: a log
+    line) is counted in ``skipped`` instead. Raises :class:`NotOTLPError` for a file none of whose
+    lines is an OTLP trace request (a JSON object with ``resourceSpans``): the file as a whole is
+    something else. The malformed and skipped lines before the first request are reported once the
+    file is known to be OTLP. ``on_progress(bytes)`` hears how far the reading got (the bytes of all
+    files so far, compressed bytes for gzip), every few lines.
     """
-    for batch in read_span_batches(paths, on_error, on_progress):
+    for batch in read_span_batches(paths, on_error, on_progress, skipped):
         yield from batch
 
 
 def read_span_batches(
-    paths: Iterable[str | Path], on_error: ErrorHandler | None = None, on_progress: Progress | None = None
+    paths: Iterable[str | Path],
+    on_error: ErrorHandler | None = None,
+    on_progress: Progress | None = None,
+    skipped: Skipped | None = None,
 ) -> Iterator[list[ShadowSpan]]:
     """:func:`read_shadow_spans`, one list per line (an export batch): cheaper to iterate."""
     done = 0
@@ -295,6 +325,8 @@ def read_span_batches(
         confirmed = False
         probe: list[tuple[str, Any]] = []  # the first non-empty lines, until the file is confirmed
         pending: list[tuple[int, str]] = []  # their errors, reported once it is
+        pending_more: list[int] = []  # beyond MAX_PENDING: line numbers only
+        others = Skipped()  # this file's lines that are not JSON, merged once it is confirmed
         with open(path, "rb") as raw_file:
             gzipped = raw_file.read(2) == b"\x1f\x8b"
             raw_file.seek(0)
@@ -312,6 +344,15 @@ def read_span_batches(
                         pass  # the general way below decides, and reports what is wrong
                 text = line.decode("utf-8", errors="replace")
                 doc: Any = None
+                if not text.lstrip().startswith(("{", "[")):  # not JSON: a log line, say
+                    if confirmed:
+                        if skipped is not None:
+                            skipped.add(str(path), number, text)
+                        continue
+                    others.add(str(path), number, text)
+                    if len(probe) < PROBE_LINES:
+                        probe.append((text.strip()[:200], None))
+                    continue
                 try:
                     doc = json.loads(text)
                     if not isinstance(doc, dict):
@@ -322,7 +363,11 @@ def read_span_batches(
                         if on_error is not None:
                             for n, msg in pending:
                                 on_error(str(path), n, msg)
-                        probe, pending = [], []
+                            for n in pending_more:
+                                on_error(str(path), n, "malformed line")
+                        if skipped is not None:
+                            skipped.merge(others)
+                        probe, pending, pending_more, others = [], [], [], Skipped()
                 except (ValueError, TypeError, AttributeError, KeyError) as exc:
                     message = f"{type(exc).__name__}: {exc}"
                     if confirmed:
@@ -330,11 +375,13 @@ def read_span_batches(
                             on_error(str(path), number, message)
                         continue
                     spans = []
-                    pending.append((number, message))
+                    if len(pending) < MAX_PENDING:
+                        pending.append((number, message[:300]))
+                    else:
+                        pending_more.append(number)
                 if not confirmed:  # nothing to yield: an OTLP request would have confirmed the file
-                    probe.append((text.strip()[:200], doc))
-                    if len(probe) >= PROBE_LINES:
-                        break
+                    if len(probe) < PROBE_LINES:
+                        probe.append((text.strip()[:200], doc))
                     continue
                 yield spans
             done += os.fstat(raw_file.fileno()).st_size

@@ -10,7 +10,7 @@ from .build import LATENCY_BASES
 from .format import fmt
 from .metrics import LATENCY_METRICS, QUALITY_METRICS
 
-__all__ = ["fmt_p", "format_text", "latency_note", "why_rows"]
+__all__ = ["fmt_p", "format_text", "latency_note", "status_matrix", "why_rows"]
 
 TEXT_DISAGREEMENTS = 5  # the text shows the first few; JSON and HTML all --top
 
@@ -42,11 +42,32 @@ def why_rows(g: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
     return rows
 
 
+def status_matrix(g: Mapping[str, Any]) -> tuple[list[str], list[str], list[list[int]]]:
+    """``(production statuses, candidate statuses, counts[row][column])`` of a group's status pairs;
+    ``-`` for a side without a status (no answer)."""
+
+    def order(status: Any) -> tuple[int, int]:
+        return (1, 0) if status is None else (0, int(status))
+
+    rows = sorted({e["primary"] for e in g["statuses"]}, key=order)
+    cols = sorted({e["candidate"] for e in g["statuses"]}, key=order)
+    counts = [[0] * len(cols) for _ in rows]
+    for e in g["statuses"]:
+        counts[rows.index(e["primary"])][cols.index(e["candidate"])] += e["n"]
+    name = ["-" if x is None else str(x) for x in rows], ["-" if x is None else str(x) for x in cols]
+    return name[0], name[1], counts
+
+
 def latency_note(g: Mapping[str, Any]) -> str:
     """Which latencies the report compares, in words."""
     c = g["candidate"]
+    discarded = c.get("server_latency_discarded") or 0
+    if discarded:
+        tail = f"; {discarded} Server-Timing value(s) longer than the measured round trip discarded"
+    else:
+        tail = ""
     if g["latency_basis"] == "server_timing":
-        return f"latency compared: production in-process vs {LATENCY_BASES['server_timing']}"
+        return f"latency compared: production in-process vs {LATENCY_BASES['server_timing']}" + tail
     why = (
         f"Server-Timing on {c['server_latency_n']} of {c['latency_n']} answers only"
         if c["server_latency_n"]
@@ -54,7 +75,7 @@ def latency_note(g: Mapping[str, Any]) -> str:
     )
     return (
         f"latency: production in-process vs {LATENCY_BASES['round_trip']} (network and shadow client "
-        f"included), not like for like: {why}"
+        f"included), not like for like: {why}" + tail
     )
 
 
@@ -67,6 +88,15 @@ def format_text(report: Mapping[str, Any]) -> str:
     )
     if report["malformed_lines"]:
         lines.append(f"({report['malformed_lines']} malformed line(s) skipped, see stderr)")
+    if report.get("skipped_lines"):
+        lines.append(f"({report['skipped_lines']} line(s) that are not OTLP skipped, see stderr)")
+    join = report.get("label_join")
+    if join is not None:
+        lines.append(
+            f"labels: {join['labels']} usable; {join['without_exchange']} with no exchange in the spans; "
+            f"{join['conflicting_ids']} id(s) with conflicting labels dropped"
+            f"{', ' + str(join['duplicate_rows']) + ' repeated row(s)' if join['duplicate_rows'] else ''}"
+        )
     for g in report["targets"]:
         o = g["outcomes"]
         lines.append("")
@@ -82,6 +112,8 @@ def format_text(report: Mapping[str, Any]) -> str:
             + (f"  (95% CI {ci[0]:.4f} - {ci[1]:.4f})" if ci else "")
             + f"; error rate {fmt(g['error_rate'])}, timeout rate {fmt(g['timeout_rate'])}"
         )
+        for note in g["notes"]:
+            lines.append(f"  note: {note}")
         if g["scored"]:
             lines.append(
                 f"  decision flips {g['flips']} / {g['scored']} = {fmt(g['flip_rate'])}; "
@@ -102,6 +134,14 @@ def format_text(report: Mapping[str, Any]) -> str:
             lines.append("  reasons: " + ", ".join(reasons))
         if g["error_types"]:
             lines.append("  error types: " + ", ".join(f"{k} {v}" for k, v in g["error_types"].items()))
+        if g["statuses"]:
+            prod, cand, counts = status_matrix(g)
+            rows = [["status: production \\ candidate", *cand]]
+            rows += [[p_status, *map(str, row)] for p_status, row in zip(prod, counts, strict=True)]
+            lines.append("")
+            lines.extend(_table(rows))
+            if g["statuses_other"]:
+                lines.append(f"  ({g['statuses_other']} more exchange(s) with other status pairs)")
         p, c = g["primary"], g["candidate"]
         rows = [["latency (ms)", "n", "p50", "p95", "p99", "max"]]
         sides = [("primary (in-process)", p, "")]
@@ -124,6 +164,18 @@ def format_text(report: Mapping[str, Any]) -> str:
                 f"  ground truth: {gt['n']} requests with both scores and a label "
                 f"({gt['positives']} positive); {gt['without_label']} scored request(s) without a label"
             )
+            if gt["labelled_without_scores"]:
+                by = ", ".join(f"{k} {v}" for k, v in gt["labelled_without_scores_by_outcome"].items())
+                lines.append(
+                    f"  {gt['labelled_without_scores']} labelled exchange(s) without both scores ({by}): "
+                    "not in the quality metrics"
+                )
+            if gt["conflicting_label_exchanges"]:
+                lines.append(
+                    f"  {gt['conflicting_label_exchanges']} exchange(s) whose id has conflicting labels: "
+                    "not in the quality metrics"
+                )
+        if gt is not None and gt["n"]:  # no table of n/a for a group without a labelled request
             rows = [["metric", "production", "candidate", "diff"]]
             for k in QUALITY_METRICS:
                 a, b = p.get(k), c.get(k)
@@ -150,9 +202,16 @@ def format_text(report: Mapping[str, Any]) -> str:
         drift = g["drift"]
         if drift["features"]:
             lines.append("")
-            rows = [["input drift vs reference", "n", "PSI", "KS D", "KS p"]]
+            missing = any(f.get("reference_missing") for f in drift["features"].values())
+            rows = [
+                ["input drift vs reference", "n", "PSI", "KS D", "KS p"]
+                + (["ref. missing"] if missing else [])
+            ]
             for name, f in drift["features"].items():
-                rows.append([name, str(f["n"]), fmt(f["psi"]), fmt(f["ks"]), fmt_p(f["ks_p"])])
+                rows.append(
+                    [name, str(f["n"]), fmt(f["psi"]), fmt(f["ks"]), fmt_p(f["ks_p"])]
+                    + ([str(f.get("reference_missing") or 0)] if missing else [])
+                )
             lines.extend(_table(rows))
         if drift["scores"]["psi"] is not None:
             lines.append(
@@ -173,14 +232,17 @@ def format_text(report: Mapping[str, Any]) -> str:
         if g["rules"] or policy["min_samples"] or policy["min_labelled"]:
             lines.append("")
             lines.append(f"  policy: {policy['description']}")
+            given = policy.get("settings_given", [])
             ms = policy["min_samples"]
             if ms:
                 ok = "PASS" if g["compared"] >= ms else "INSUFFICIENT"
-                lines.append(f"    {ok:<5} min_samples = {ms}   (compared {g['compared']})")
+                default = "" if "min_samples" in given else " (default)"
+                lines.append(f"    {ok:<5} min_samples = {ms}{default}   (compared {g['compared']})")
             ml = policy["min_labelled"]
-            if ml and gt is not None:
+            if ml and gt is not None and g["labels_possible"]:
                 ok = "PASS" if gt["n"] >= ml else "INSUFFICIENT"
-                lines.append(f"    {ok:<5} min_labelled = {ml}   (labelled {gt['n']})")
+                default = "" if "min_labelled" in given else " (default)"
+                lines.append(f"    {ok:<5} min_labelled = {ml}{default}   (labelled {gt['n']})")
             for r in g["rules"]:
                 if r["status"] == "SKIP":
                     detail = r["note"] or "does not apply"
@@ -193,7 +255,8 @@ def format_text(report: Mapping[str, Any]) -> str:
                 else:
                     detail = f"{fmt(r['left'])} vs {fmt(r['right'])}"
                 lines.append(f"    {r['status']:<5} {r['rule']}   ({detail})")
-        lines.append(f"  group verdict: {g['verdict']}")
+        why = f" ({g['verdict_reason']})" if g["verdict_reason"] else ""
+        lines.append(f"  group verdict: {g['verdict']}{why}")
     lines.append("")
     if report["policy"]["source"] == "default":
         lines.append(
