@@ -42,5 +42,8 @@ class Reason(StrEnum):
     PRIMARY_TIMEOUT = "primary_timeout"
     NO_RESPONSE = "no_response"
     INTERNAL_ERROR = "internal_error"
+    # the path could leave the target's base path (a dot segment, also percent-encoded, a "#"):
+    # the app gets the request, no copy is sent
+    UNSAFE_PATH = "unsafe_path"
     # mismatch
     CANDIDATE_NOT_JSON = "candidate_not_json"  # the primary answered JSON, the candidate did not
