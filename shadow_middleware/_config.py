@@ -475,8 +475,8 @@ class ShadowConfig:
             ``passw``, ``secret``, ``session``, ``signature`` or ``token``) is withheld too.
             Empty: every header is forwarded, the rule is off (the opt-in of old).
         forward_headers: header names (case-insensitive) forwarded although the credential
-            rule matches them (``["x-session-id"]``): the opt-in, one name at a time. A
-            name may not be in both lists.
+            rule or ``drop_headers`` withholds them (``["x-session-id"]``): the opt-in, one
+            name at a time; it wins over both.
         sample_key: ``"header:<name>"`` or ``"json:<pointer>"``: requests with the
             same key value always get the same sampling decision.
         correlation_id: ``"header:<name>"`` or ``"json:<pointer>"`` (in the request
@@ -574,11 +574,6 @@ class ShadowConfig:
         forward = frozenset(
             h.lower() for h in check(_strings, "ShadowConfig.forward_headers", forward_headers) or ()
         )
-        if drop & forward:
-            check.fail(
-                "ShadowConfig.forward_headers",
-                f"{sorted(drop & forward)} also in drop_headers: a name is either withheld or forwarded",
-            )
         if not isinstance(enabled, bool):
             check.fail("ShadowConfig.enabled", f"must be a bool, got {enabled!r}")
         values = {

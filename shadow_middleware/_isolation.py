@@ -267,7 +267,7 @@ class HelperClient:
             if s is not None and s.kind == "header"
         }
         rules = config.header_filter
-        self._withheld = HeaderFilter(rules.drop - sources, rules.forward | sources, rules.rule).withheld
+        self._withheld = HeaderFilter(rules.drop, rules.forward | sources, rules.rule).withheld
         self._config_frame = frame((CONFIG, config_data(config), list(sys.path), os.getpid()))
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)

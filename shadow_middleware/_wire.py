@@ -194,10 +194,10 @@ def credential_name(name: str) -> bool:
 class HeaderFilter:
     """Which request headers are withheld from a candidate as credentials.
 
-    ``drop``: names never forwarded (``drop_headers``); ``forward``: names forwarded even
-    though the rule matches them (``forward_headers``); ``rule``: whether the credential
-    rule applies at all (off only with an empty ``drop_headers``, the old opt-in to
-    forwarding every header). :data:`NEVER_FORWARD` is not a credential matter and is
+    ``drop``: names withheld (``drop_headers``); ``forward``: names forwarded although
+    ``drop`` or the rule withholds them (``forward_headers``: the opt-in wins); ``rule``:
+    whether the credential rule applies at all (off only with an empty ``drop_headers``,
+    the old opt-in to forwarding every header). :data:`NEVER_FORWARD` is not a credential matter and is
     dropped whatever this says.
     """
 
@@ -212,9 +212,9 @@ class HeaderFilter:
 
     def withheld(self, name: str) -> bool:
         """Whether the lower-case header ``name`` is a credential not to forward."""
-        if name in self.drop:
-            return True
-        return self.rule and name not in self.forward and _CREDENTIAL.search(name) is not None
+        if name in self.forward:
+            return False
+        return name in self.drop or (self.rule and _CREDENTIAL.search(name) is not None)
 
 
 def target_header_problem(name: object, value: object) -> str | None:
