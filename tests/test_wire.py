@@ -760,3 +760,17 @@ def test_an_unsafe_path_is_counted_skipped_and_never_sent(serve: Callable[..., R
     finally:
         shadow.close()
     assert len(s.requests) == 1 and s.requests[0].startswith(b"POST /base/any HTTP/1.1\r\n")
+
+
+def test_forward_headers_from_the_environment_and_toml(tmp_path: Any) -> None:
+    env = {
+        "SHADOW_TARGETS": "v2",
+        "SHADOW_TARGET_V2_URL": "http://h/x",
+        "SHADOW_FORWARD_HEADERS": "X-Session-Id,x-csrf-token",
+    }
+    assert ShadowConfig.from_env(env).forward_headers == frozenset({"x-session-id", "x-csrf-token"})
+    toml = tmp_path / "shadow.toml"
+    toml.write_text('forward_headers = ["X-Auth-Token"]\n[[targets]]\nname = "v2"\nurl = "http://h/x"\n')
+    config = ShadowConfig.from_toml(toml)
+    assert config.forward_headers == frozenset({"x-auth-token"})
+    assert forwarded_headers([("x-auth-token", "t")], config.header_filter) == [("x-auth-token", "t")]
