@@ -214,7 +214,22 @@ class HeaderFilter:
         """Whether the lower-case header ``name`` is a credential not to forward."""
         if name in self.forward:
             return False
-        return name in self.drop or (self.rule and _CREDENTIAL.search(name) is not None)
+        if name in self.drop:
+            return True
+        if not self.rule:
+            return False
+        hit = _credential_seen.get(name)
+        if hit is None:
+            # The same few names arrive on every request: remember the answer (bounded, as
+            # names are the client's to choose).
+            if len(_credential_seen) >= _CREDENTIAL_SEEN_MAX:
+                _credential_seen.clear()
+            hit = _credential_seen[name] = _CREDENTIAL.search(name) is not None
+        return hit
+
+
+_CREDENTIAL_SEEN_MAX = 4096
+_credential_seen: dict[str, bool] = {}
 
 
 def target_header_problem(name: object, value: object) -> str | None:
@@ -282,10 +297,11 @@ def forwarded_headers(headers: Iterable[tuple[str, str]], credentials: HeaderFil
     for name, value in pairs:
         if name == "connection":
             connection_tokens.update(t.strip().lower() for t in value.split(","))
+    withheld = credentials.withheld
     return [
         (name, value)
         for name, value in pairs
-        if name not in NEVER_FORWARD and name not in connection_tokens and not credentials.withheld(name)
+        if name not in NEVER_FORWARD and name not in connection_tokens and not withheld(name)
     ]
 
 
