@@ -1,11 +1,14 @@
-"""What leaves the process (issue 18, items 9-11), under real uvicorn and gunicorn processes, in
-both isolations: credential-like headers stay home unless opted in one by one, query values are
-never recorded on a span, and a path that could leave the target's base path is not shadowed
-(``skipped``, ``unsafe_path``) while the app still gets it untouched."""
+"""What leaves the process and what a candidate can cost us (issue 18, items 8-11), under real
+uvicorn and gunicorn processes, in both isolations: credential-like headers stay home unless opted
+in one by one, query values are never recorded on a span, a path that could leave the target's
+base path is not shadowed (``skipped``, ``unsafe_path``) while the app still gets it untouched,
+and a hostile gzip answer costs the app little CPU."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -126,3 +129,36 @@ def test_paths_that_could_leave_the_base_path_are_skipped_and_reach_the_app_unto
         path = r.path.split("?")[0]
         assert path.startswith("/base/f/") and "#" not in r.path, r.path
         assert not {".", ".."} & set(unquote(unquote(path)).split("/")), r.path
+
+
+# ---- what a candidate can cost us (item 8) ----------------------------------------------------
+
+
+def app_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_an_answer_of_many_empty_gzip_members_costs_the_app_little_cpu(
+    shadow_server: ShadowServer, tmp_path: Path
+) -> None:
+    # 1 MiB of 52,428 empty gzip members: ~0.8 s of the app's CPU per answer before issue 18
+    # (the shadow loop saturated, exchanges ended as timeouts); a few ms now, like any 1 MiB answer.
+    empty = gzip.compress(b"")
+    bomb = empty * ((1 << 20) // len(empty))
+    shadow_server.reply = lambda req: (200, [("content-encoding", "gzip")], bomb)
+    span_file = tmp_path / "spans.jsonl"
+    env = {"SHADOW_URL": shadow_server.url + "/x", "SPAN_FILE": str(span_file), "SHADOW_TIMEOUT": "30"}
+    answers = 10
+    with server("uvicorn", env) as (port, proc):
+        request(port, "GET", "/health")
+        before = app_cpu_seconds(proc.pid)
+        for i in range(answers):
+            request(port, "POST", "/predict", json.dumps({"id": i}).encode())
+        spans = read_spans(span_file, answers, timeout=120)
+        cpu = app_cpu_seconds(proc.pid) - before
+    # Corrupt, compared as it came: production answered JSON, the candidate did not.
+    assert {(s["attributes"]["shadow.outcome"], s["attributes"].get("shadow.reason")) for s in spans} == {
+        ("mismatch", "candidate_not_json")
+    }
+    assert cpu < 0.2 * answers, f"{cpu:.2f} s of app CPU for {answers} answers"
