@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from ._configfile import ConfigErrors, ConfigLoader
-from ._wire import TLSFiles, target_header_problem
+from ._wire import HeaderFilter, TLSFiles, target_header_problem
 
 __all__ = ["Compare", "ShadowConfig", "ShadowTarget"]
 
@@ -472,7 +472,14 @@ class ShadowConfig:
             candidate, after decompression) are kept for comparison.
         max_queue: shadow jobs that may wait for a free concurrency slot; beyond it
             new jobs are ``dropped``.
-        drop_headers: header names (case-insensitive) never forwarded to a shadow.
+        drop_headers: header names (case-insensitive) never forwarded to a shadow. Beside
+            them, every name the credential rule matches (a name containing ``auth``,
+            ``cookie``, ``credential``, ``csrf``, ``xsrf``, ``dpop``, ``jwt``, ``key``,
+            ``passw``, ``secret``, ``session``, ``signature`` or ``token``) is withheld too.
+            Empty: every header is forwarded, the rule is off (the opt-in of old).
+        forward_headers: header names (case-insensitive) forwarded although the credential
+            rule or ``drop_headers`` withholds them (``["x-session-id"]``): the opt-in, one
+            name at a time; it wins over both.
         sample_key: ``"header:<name>"`` or ``"json:<pointer>"``: requests with the
             same key value always get the same sampling decision.
         correlation_id: ``"header:<name>"`` or ``"json:<pointer>"`` (in the request
@@ -524,6 +531,7 @@ class ShadowConfig:
     circuit_cooldown: float
     span_placement: str
     record_inputs: tuple[str, ...]
+    forward_headers: frozenset[str]
     isolation: str
     telemetry_setup: str | None
     # Parsed forms, derived from the public fields above (left out of repr and ==).
@@ -532,6 +540,8 @@ class ShadowConfig:
     correlation_source: Source | None = field(repr=False, compare=False)
     # record_inputs as (pointer tokens, attribute suffix) pairs
     input_tokens: tuple[tuple[tuple[str, ...], str], ...] = field(repr=False, compare=False)
+    # drop_headers, forward_headers and the credential rule, as one filter
+    header_filter: HeaderFilter = field(repr=False, compare=False)
 
     def __init__(
         self,
@@ -551,6 +561,7 @@ class ShadowConfig:
         circuit_cooldown: float = 5.0,
         span_placement: str = "child",
         record_inputs: Sequence[str] = (),
+        forward_headers: Iterable[str] = (),
         isolation: str = "thread",
         telemetry_setup: str | None = None,
     ) -> None:
@@ -562,7 +573,10 @@ class ShadowConfig:
             compare = Compare()
         if not isinstance(compare, Compare):
             check.fail("ShadowConfig.compare", f"must be a Compare, got {compare!r}")
-        drop = check(_strings, "ShadowConfig.drop_headers", drop_headers) or ()
+        drop = frozenset(h.lower() for h in check(_strings, "ShadowConfig.drop_headers", drop_headers) or ())
+        forward = frozenset(
+            h.lower() for h in check(_strings, "ShadowConfig.forward_headers", forward_headers) or ()
+        )
         if not isinstance(enabled, bool):
             check.fail("ShadowConfig.enabled", f"must be a bool, got {enabled!r}")
         values = {
@@ -591,7 +605,9 @@ class ShadowConfig:
         set_(self, "targets", target_tuple)
         set_(self, "routes", tuple(r.pattern for r in compiled))
         set_(self, "compare", compare)
-        set_(self, "drop_headers", frozenset(h.lower() for h in drop))
+        set_(self, "drop_headers", drop)
+        set_(self, "forward_headers", forward)
+        set_(self, "header_filter", HeaderFilter.of(drop, forward))
         set_(self, "sample_key", sample_key)
         set_(self, "correlation_id", correlation_id)
         set_(self, "enabled", enabled)

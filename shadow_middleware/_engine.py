@@ -26,7 +26,7 @@ from ._outcomes import OUTCOMES, Reason
 from ._pipeline import Pipeline
 from ._tap import RequestTap, header_value
 from ._telemetry import Telemetry
-from ._wire import MARKER, sample_point, valid_method, valid_origin_form
+from ._wire import MARKER, sample_point, unsafe_path, valid_method, valid_origin_form
 
 __all__ = ["Shadow", "kill_switch_set", "strict_mode"]
 
@@ -251,7 +251,8 @@ class Shadow:
         A request whose method is not an RFC 9110 token or whose path and query are not a
         valid origin-form target (``/`` first; no space, control character or non-Latin-1
         text) is not shadowed: refused here, before any target is chosen, so it is not an
-        eligible request and is not counted.
+        eligible request and is not counted. One whose path could leave a target's base path
+        (``_wire.unsafe_path``) is eligible and ``skipped`` (``unsafe_path``).
         """
         try:
             if not valid_method(method) or not valid_origin_form(path, query):
@@ -283,6 +284,9 @@ class Shadow:
             if not chosen:
                 return None
             tap = pipeline.open(route, method, path, query, headers, chosen, deferred)
+            if unsafe_path(path, query):
+                tap.skip_all(Reason.UNSAFE_PATH)
+                return None
             if content_length is not None and content_length > self.config.max_body_bytes:
                 tap.skip_all(Reason.BODY_TOO_LARGE)
                 return None

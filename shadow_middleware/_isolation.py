@@ -56,6 +56,7 @@ from ._dispatch import TargetState
 from ._outcomes import OUTCOMES, Outcome, Reason
 from ._tap import CappedCopy
 from ._telemetry import trace_context
+from ._wire import HeaderFilter
 
 __all__ = ["Capture", "FrameReader", "HelperClient", "frame"]
 
@@ -265,7 +266,8 @@ class HelperClient:
             for s in (config.sample_source, config.correlation_source)
             if s is not None and s.kind == "header"
         }
-        self._drop = frozenset(config.drop_headers - sources)
+        rules = config.header_filter
+        self._withheld = HeaderFilter(rules.drop, rules.forward | sources, rules.rule).withheld
         self._config_frame = frame((CONFIG, config_data(config), list(sys.path), os.getpid()))
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -340,8 +342,8 @@ class HelperClient:
         targets = tuple(index[s.target.name] for s in cap.states)
         try:
             traceparent, tracestate = trace_context(cap.ctx)
-            drop = self._drop
-            headers = [(k, v) for k, v in cap.headers if k not in drop]
+            withheld = self._withheld
+            headers = [(k, v) for k, v in cap.headers if not withheld(k)]
             rates = tuple(s.rate for s in cap.states) if cap.deferred else ()
             seq = next(self._seqs)
             data = frame(

@@ -45,6 +45,9 @@ class Reason(StrEnum):
     # skipped when nothing else was compared, else on a mismatch: a Compare.fields pointer is
     # absent from both answers of a 2xx exchange (shadow.missing_fields names it). Not agreement.
     FIELD_MISSING = "field_missing"
+    # the path could leave the target's base path (a dot segment, also percent-encoded, a "#"):
+    # the app gets the request, no copy is sent
+    UNSAFE_PATH = "unsafe_path"
     # mismatch
     CANDIDATE_NOT_JSON = "candidate_not_json"  # the primary answered JSON, the candidate did not
     STATUS_MISMATCH = "status_mismatch"  # the bodies agree (or were not compared), the statuses differ

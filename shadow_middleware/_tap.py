@@ -322,7 +322,7 @@ class Tap(CappedCopy):
                 if s.rate >= 1.0 or (point if point is not None else random.random()) < s.rate
             ]
         self._states = []
-        self.forward = forwarded_headers(self.headers, config.drop_headers)
+        self.forward = forwarded_headers(self.headers, config.header_filter)
         for state in states:
             job = Job(state, self.method, shadow_url(state.target, self.path, self.query), body, self)
             reason = owner.submit(job)

@@ -3,16 +3,20 @@
 Everything that decides what a shadow request looks like on the wire lives here:
 
 * which request headers are never forwarded (:data:`NEVER_FORWARD`, the ``Connection``
-  tokens a request names, and the configured ``drop_headers`` -- credentials by default);
+  tokens a request names, the configured ``drop_headers``, and every name the credential
+  rule :data:`CREDENTIAL_NAME_PARTS` matches, unless it is opted in by ``forward_headers``);
 * the marker header that tells a candidate "this is a shadow request" and stops a
   marked request from being shadowed again (:data:`MARKER`);
 * where a copy goes: :func:`shadow_url` builds it from the *validated* target's parts
   (scheme, host, port, base path) plus the percent-encoded request path and query --
   nothing in a request can choose the host or the port, and no URL string is re-parsed;
 * what a request line may hold (:func:`valid_method`, :func:`valid_origin_form`): a request
-  whose method is not a token or whose target is not origin-form is never shadowed;
+  whose method is not a token or whose target is not origin-form is never shadowed; one whose
+  path could leave the target's base path (:func:`unsafe_path`) is ``skipped``;
+* what a span records of the URL (:attr:`ShadowURL.full`): query values redacted;
 * which headers a target's own ``headers`` may not set (:data:`TARGET_HEADERS_FORBIDDEN`,
-  :func:`target_header_problem`): nothing configured can change the framing;
+  :func:`target_header_problem`): nothing configured can change the framing, nor send a
+  header twice beside the ones we write (the marker, the trace context);
 * the TLS files of a target (:class:`TLSFiles`): its CA bundle and client certificate.
 
 And the sampling hash (:func:`sample_point`), so that a sample key gives the same decision
@@ -27,23 +31,28 @@ import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 if TYPE_CHECKING:
     from ._config import ShadowTarget
 
 __all__ = [
+    "CREDENTIAL_NAME_PARTS",
     "MARKER",
     "NEVER_FORWARD",
+    "REDACTED",
     "TARGET_HEADERS_FORBIDDEN",
+    "HeaderFilter",
     "ShadowURL",
     "TLSFiles",
+    "credential_name",
     "forwarded_headers",
     "outgoing_headers",
     "quote_path",
     "sample_point",
     "shadow_url",
     "target_header_problem",
+    "unsafe_path",
     "valid_method",
     "valid_origin_form",
 ]
@@ -74,8 +83,10 @@ NEVER_FORWARD = frozenset(
 
 
 #: Names a target's configured ``headers`` may not set (``Proxy-*`` too): hop-by-hop and
-#: framing headers the client computes itself, and the marker. Sent beside the computed
-#: framing they would be a request-smuggling surface.
+#: framing headers the client computes itself (sent beside the computed framing they would
+#: be a request-smuggling surface), the marker, and the trace context the shadow span
+#: propagates (W3C ``traceparent`` / ``tracestate`` / ``baggage``, OpenTelemetry's default
+#: propagators): each would otherwise be sent twice.
 TARGET_HEADERS_FORBIDDEN = frozenset(
     {
         "host",
@@ -88,8 +99,38 @@ TARGET_HEADERS_FORBIDDEN = frozenset(
         "upgrade",
         "expect",
         MARKER,
+        "traceparent",
+        "tracestate",
+        "baggage",
     }
 )
+
+#: The credential rule: a request header whose (lower-case) name contains one of these is
+#: never forwarded to a candidate unless ``forward_headers`` names it. Tokens, keys, secrets,
+#: sessions, CSRF tokens, signatures, passwords: ``Authorization``, ``Cookie``,
+#: ``X-Auth-Token``, ``X-Amz-Security-Token``, ``X-CSRF-Token``, ``X-XSRF-Token``,
+#: ``X-Session-Id``, ``X-Hub-Signature-256``, ``X-Api-Key``, ``Ocp-Apim-Subscription-Key``,
+#: ``DPoP``, ``X-JWT-Assertion``... Broad on purpose: a header wrongly withheld costs a
+#: candidate an input (visible, fixed by one opt-in); one wrongly forwarded leaks a secret.
+CREDENTIAL_NAME_PARTS = (
+    "auth",
+    "cookie",
+    "credential",
+    "csrf",
+    "xsrf",
+    "dpop",
+    "jwt",
+    "key",
+    "passw",
+    "secret",
+    "session",
+    "signature",
+    "token",
+)
+_CREDENTIAL = re.compile("|".join(re.escape(p) for p in CREDENTIAL_NAME_PARTS))
+
+#: What a span records instead of a query value (OpenTelemetry's ``url.full`` convention).
+REDACTED = "REDACTED"
 
 # RFC 9110 §5.6.2: token = 1*tchar
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -112,11 +153,92 @@ def valid_origin_form(path: str, query: str = "") -> bool:
     return _PATH.fullmatch(path) is not None and (not query or _QUERY.fullmatch(query) is not None)
 
 
+def unsafe_path(path: str, query: str = "") -> bool:
+    """Whether a request's path could take a copy outside the target's base path, or
+    mean something else to the candidate than to the app: it is then not shadowed
+    (``skipped``, ``unsafe_path``).
+
+    Unsafe: a ``#`` in the path or the query (a fragment never belongs in a request-target),
+    a raw ``\\``, and a dot segment (``.`` or ``..``, also before a ``;`` parameter as
+    ``..;``) once the path is percent-decoded -- repeatedly, for servers that decode twice
+    -- with ``/`` and ``\\`` both taken as separators: ``/a/%2e%2e``, ``/a/..%2f..%2fx``,
+    ``/a/%252e%252e/x``. Encoded slashes without dots only add segments below the base.
+    """
+    if "#" in path or "#" in query or "\\" in path:
+        return True
+    if "." not in path and "%" not in path:
+        return False  # the common case: nothing to decode, no dot
+    decoded = path
+    for _ in range(_DECODE_ROUNDS):
+        for segment in decoded.replace("\\", "/").split("/"):
+            if segment.partition(";")[0] in (".", ".."):
+                return True
+        again = unquote(decoded, errors="replace")
+        if again == decoded:
+            return False
+        decoded = again
+    return True  # still encoded after that many rounds: no honest path is
+
+
+# Percent-decoding rounds looked through by unsafe_path (``%25`` nests one more).
+_DECODE_ROUNDS = 4
+
+
+def credential_name(name: str) -> bool:
+    """Whether the credential rule (:data:`CREDENTIAL_NAME_PARTS`) matches a lower-case
+    header name."""
+    return _CREDENTIAL.search(name) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderFilter:
+    """Which request headers are withheld from a candidate as credentials.
+
+    ``drop``: names withheld (``drop_headers``); ``forward``: names forwarded although
+    ``drop`` or the rule withholds them (``forward_headers``: the opt-in wins); ``rule``:
+    whether the credential rule applies at all (off only with an empty ``drop_headers``,
+    the old opt-in to forwarding every header). :data:`NEVER_FORWARD` is not a credential matter and is
+    dropped whatever this says.
+    """
+
+    drop: frozenset[str]
+    forward: frozenset[str] = frozenset()
+    rule: bool = True
+
+    @classmethod
+    def of(cls, drop_headers: frozenset[str], forward_headers: frozenset[str]) -> HeaderFilter:
+        """The filter of a configuration's ``drop_headers`` and ``forward_headers``."""
+        return cls(drop_headers, forward_headers, bool(drop_headers))
+
+    def withheld(self, name: str) -> bool:
+        """Whether the lower-case header ``name`` is a credential not to forward."""
+        if name in self.forward:
+            return False
+        if name in self.drop:
+            return True
+        if not self.rule:
+            return False
+        hit = _credential_seen.get(name)
+        if hit is None:
+            # The same few names arrive on every request: remember the answer (bounded, as
+            # names are the client's to choose).
+            if len(_credential_seen) >= _CREDENTIAL_SEEN_MAX:
+                _credential_seen.clear()
+            hit = _credential_seen[name] = _CREDENTIAL.search(name) is not None
+        return hit
+
+
+_CREDENTIAL_SEEN_MAX = 4096
+_credential_seen: dict[str, bool] = {}
+
+
 def target_header_problem(name: object, value: object) -> str | None:
     """Why a target's configured header may not be sent, or None when it may."""
     if not isinstance(name, str) or _TOKEN.fullmatch(name) is None:
         return f"invalid header name {name!r}"  # not an RFC 9110 token
     lower = name.lower()
+    if lower in ("traceparent", "tracestate", "baggage"):
+        return f"header {name!r} may not be set: the shadow span propagates its own trace context"
     if lower in TARGET_HEADERS_FORBIDDEN or lower.startswith("proxy-"):
         return f"header {name!r} may not be set: the client computes framing and hop-by-hop headers"
     if not isinstance(value, str):
@@ -163,22 +285,23 @@ class TLSFiles:
         return ctx
 
 
-def forwarded_headers(headers: Iterable[tuple[str, str]], drop: frozenset[str]) -> list[tuple[str, str]]:
+def forwarded_headers(headers: Iterable[tuple[str, str]], credentials: HeaderFilter) -> list[tuple[str, str]]:
     """The request's headers that may go to a candidate.
 
-    ``headers`` are ``(lower-case name, value)`` pairs; ``drop`` the configured
-    never-forward names (credentials unless opted in). Also dropped: :data:`NEVER_FORWARD`
-    and every header the request's own ``Connection`` header names as hop-by-hop.
+    ``headers`` are ``(lower-case name, value)`` pairs; ``credentials`` says which are
+    credentials withheld (unless opted in). Also dropped: :data:`NEVER_FORWARD` and every
+    header the request's own ``Connection`` header names as hop-by-hop.
     """
     pairs = list(headers)
     connection_tokens: set[str] = set()
     for name, value in pairs:
         if name == "connection":
             connection_tokens.update(t.strip().lower() for t in value.split(","))
+    withheld = credentials.withheld
     return [
         (name, value)
         for name, value in pairs
-        if name not in NEVER_FORWARD and name not in drop and name not in connection_tokens
+        if name not in NEVER_FORWARD and name not in connection_tokens and not withheld(name)
     ]
 
 
@@ -191,10 +314,12 @@ def outgoing_headers(
     """The final header list of one shadow request.
 
     The target's own ``headers`` replace forwarded ones of the same (case-insensitive)
-    name ``target_names``; then the marker; then the shadow span's ``traceparent``.
+    name ``target_names``; then the marker; then the shadow span's ``traceparent``. A name
+    the propagation writes is written once: by the propagation (a propagator other than
+    W3C's may write names a target's headers were allowed to set).
     """
     out = [(k, v) for k, v in forwarded if k not in target_names and k not in propagation]
-    out.extend(target.headers.items())
+    out.extend((k, v) for k, v in target.headers.items() if k.lower() not in propagation)
     out.append((MARKER, target.name))
     out.extend(propagation.items())
     return out
@@ -218,9 +343,25 @@ class ShadowURL:
 
     @property
     def full(self) -> str:
-        """The URL as text, for the span's ``url.full`` (never parsed again)."""
+        """The URL as text, for the span's ``url.full`` (never parsed again), every query
+        value replaced by :data:`REDACTED`: a query carries tokens and keys as often as a
+        header does (``?access_token=...``). Keys are kept; a part without ``=`` is
+        replaced whole."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}{self.target}"
+        path, mark, query = self.target.partition("?")
+        if mark:
+            path = f"{path}?{redact_query(query)}"
+        return f"{self.scheme}://{host}:{self.port}{path}"
+
+
+def redact_query(query: str) -> str:
+    """``query`` with every value replaced by :data:`REDACTED` (``a=1&b`` ->
+    ``a=REDACTED&REDACTED``); empty parts stay empty."""
+    parts = []
+    for part in query.split("&"):
+        key, eq, _ = part.partition("=")
+        parts.append(f"{key}={REDACTED}" if eq else (REDACTED if part else ""))
+    return "&".join(parts)
 
 
 def shadow_url(target: ShadowTarget, path: str, query: str) -> ShadowURL:

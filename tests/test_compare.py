@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import time
 import zlib
 from typing import Any
 
@@ -13,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shadow_middleware import Compare
-from shadow_middleware._compare import compare_bodies, decode_body, escape_token, resolve
+from shadow_middleware._compare import MAX_GZIP_MEMBERS, compare_bodies, decode_body, escape_token, resolve
 from shadow_middleware._config import parse_pointer
 
 PAYLOAD = json.dumps({"prediction": 0.73, "label": "churn", "items": list(range(50))}).encode()
@@ -120,6 +121,31 @@ def test_decode_cap_truncates_each_coding(make: Any) -> None:
 
 def test_decode_cap_larger_than_body_returns_everything() -> None:
     assert decode_body(gzip.compress(PAYLOAD), "gzip", len(PAYLOAD) * 10) == PAYLOAD
+
+
+def test_decode_gzip_members_up_to_the_bound_are_concatenated() -> None:
+    pieces = [js({"part": i}) for i in range(MAX_GZIP_MEMBERS)]
+    body = b"".join(gzip.compress(p) for p in pieces)
+    assert decode_body(body, "gzip", 1 << 20) == b"".join(pieces)
+
+
+def test_decode_gzip_more_members_than_the_bound_is_corrupt() -> None:
+    pieces = [js({"part": i}) for i in range(MAX_GZIP_MEMBERS + 1)]
+    body = b"".join(gzip.compress(p) for p in pieces)
+    assert gzip.decompress(body) == b"".join(pieces)  # valid gzip, all the same ...
+    assert decode_body(body, "gzip", 1 << 20) == body  # ... but treated as corrupt: raw bytes
+
+
+def test_decode_many_empty_gzip_members_costs_little_cpu() -> None:
+    # Issue 18: 1 MiB of 52,428 empty gzip members cost ~1 s of CPU per answer.
+    empty = gzip.compress(b"")
+    bomb = empty * ((1 << 20) // len(empty))
+    assert gzip.decompress(bomb) == b""
+    start = time.process_time()
+    out = decode_body(bomb, "gzip", 1 << 20)
+    cpu = time.process_time() - start
+    assert out == bomb  # corrupt: compared as it came
+    assert cpu < 0.05, f"decode_body took {cpu * 1000:.0f} ms of CPU"
 
 
 # ---- compare_bodies: fields -----------------------------------------------------------

@@ -44,6 +44,7 @@ circuit_failures = 3
 circuit_cooldown = 10
 span_placement = "link"
 record_inputs = ["/tenure_months", "/monthly_charges"]
+forward_headers = ["x-session-id"]
 isolation = "process"
 telemetry_setup = "examples.churn.telemetry:helper_telemetry"
 
@@ -119,6 +120,7 @@ def example_by_constructor() -> ShadowConfig:
         circuit_cooldown=10,
         span_placement="link",
         record_inputs=["/tenure_months", "/monthly_charges"],
+        forward_headers=["x-session-id"],
         isolation="process",
         telemetry_setup="examples.churn.telemetry:helper_telemetry",
     )

@@ -49,7 +49,7 @@ from dataclasses import dataclass, replace
 from http.server import ThreadingHTTPServer
 from itertools import pairwise
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -728,7 +728,27 @@ def plain_reply(chunks: tuple[bytes, ...], headers: Any) -> bool:
 
 
 def answered(b: Built) -> bool:
-    return b.eligible and b.req.method.upper() in ANSWERED and b.req.query != "slow=1"
+    return (
+        b.eligible
+        and b.req.method.upper() in ANSWERED
+        and b.req.query != "slow=1"
+        and not leaves_the_base(b.req.path, b.req.query)
+    )
+
+
+def leaves_the_base(path: str, query: str) -> bool:
+    """Issue 18: a dot segment (``/`` and ``\\`` separate, ``;`` starts parameters), however
+    many times percent-encoded, or a ``#`` in the query: ``skipped`` (``unsafe_path``), never
+    sent. The adapters quote ``#`` and ``\\`` in the path, so only decoded ones matter there."""
+    if "#" in query:
+        return True
+    for _ in range(4):
+        if any(seg.split(";")[0] in (".", "..") for seg in re.split(r"[/\\]", path)):
+            return True
+        if unquote(path) == path:
+            return False
+        path = unquote(path)
+    return True
 
 
 # ---- ASGI ---------------------------------------------------------------------------------

@@ -20,7 +20,15 @@ import shadow_middleware._pipeline as pipeline
 from shadow_middleware import Shadow, ShadowConfig, ShadowTarget
 from shadow_middleware._config import RouteTable, _route
 from shadow_middleware._http import BadHTTPResponse, CandidateResponse, InvalidRequest, MiniHTTPClient
-from shadow_middleware._wire import ShadowURL, shadow_url
+from shadow_middleware._wire import (
+    MARKER,
+    HeaderFilter,
+    ShadowURL,
+    forwarded_headers,
+    outgoing_headers,
+    shadow_url,
+    unsafe_path,
+)
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -534,6 +542,10 @@ def test_shadow_url_takes_host_and_port_from_the_target_only() -> None:
         {"x-token": "a\x7fb"},
         {"x-token": "caf\u00e9 \u20ac"},
         {"x-token": 5},
+        # issue 18 item 12: the trace context is the shadow span's own, written by us
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        {"TraceState": "v=1"},
+        {"baggage": "k=v"},
     ],
 )
 def test_target_headers_refuse_framing_names_bad_tokens_and_bad_values(headers: dict[str, Any]) -> None:
@@ -558,3 +570,207 @@ def test_target_header_value_reaches_the_wire_as_latin1(serve: Callable[..., Raw
 
     run(one())
     assert b"x-token: caf\xe9\r\n" in s.requests[0]
+
+
+# ---- issue 18, items 9-12: what leaves the process ------------------------------------
+
+
+def test_trace_context_target_headers_are_refused_with_a_clear_message() -> None:
+    with pytest.raises(ValueError, match="propagates its own trace context"):
+        ShadowTarget("v2", url="http://h/x", headers={"traceparent": "00-1-2-01"})
+
+
+def test_a_name_the_propagation_writes_is_sent_once() -> None:
+    # A propagator other than W3C's (B3, say) writes names a target may set: the
+    # propagation's value is the one sent, once.
+    target = ShadowTarget("v2", url="http://h/x", headers={"B3": "mine", "X-Team": "ml"})
+    propagation = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "b3": "ours"}
+    out = outgoing_headers([("b3", "client"), ("x-a", "1")], target, frozenset({"b3", "x-team"}), propagation)
+    names = [k.lower() for k, _ in out]
+    assert sorted(names) == sorted(["x-a", "b3", "x-team", MARKER, "traceparent"])
+    assert dict((k.lower(), v) for k, v in out)["b3"] == "ours"
+
+
+@pytest.mark.parametrize(
+    ("query", "recorded"),
+    [
+        ("access_token=SECRET-QUERY&api_key=SECRET-QKEY", "access_token=REDACTED&api_key=REDACTED"),
+        ("a=1", "a=REDACTED"),
+        ("a=&b==x", "a=REDACTED&b=REDACTED"),
+        ("SECRET-BARE&k=v", "REDACTED&k=REDACTED"),
+        ("a=1&&b=2", "a=REDACTED&&b=REDACTED"),
+        ("", None),
+    ],
+)
+def test_url_full_keeps_query_keys_and_redacts_every_value(query: str, recorded: str | None) -> None:
+    url = shadow_url(ShadowTarget("v2", base_url="http://127.0.0.1:8080/base"), "/predict", query)
+    # What goes on the wire is the request's query as it came ...
+    assert url.target == ("/base/predict" + (f"?{query}" if query else ""))
+    # ... what a span records never holds a value.
+    want = "http://127.0.0.1:8080/base/predict" + (f"?{recorded}" if recorded is not None else "")
+    assert url.full == want
+    assert "SECRET" not in url.full
+
+
+def test_spans_never_record_a_query_value(serve: Callable[..., Raw]) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    s = serve(answers())
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    shadow = Shadow(
+        ShadowConfig(targets=[ShadowTarget("v2", base_url=f"http://127.0.0.1:{s.port}")]),
+        tracer_provider=provider,
+    )
+    try:
+        assert drive(shadow, 1, query="access_token=SECRET-QUERY&api_key=SECRET-QKEY") == 1
+    finally:
+        shadow.close()
+    (span,) = exporter.get_finished_spans()
+    attrs = dict(span.attributes or {})
+    assert attrs["url.full"] == f"http://127.0.0.1:{s.port}/predict?access_token=REDACTED&api_key=REDACTED"
+    assert "SECRET" not in repr(attrs)
+    assert b"?access_token=SECRET-QUERY&api_key=SECRET-QKEY " in s.requests[0]  # sent as it came
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "authorization",
+        "cookie",
+        "proxy-authorization",
+        "x-api-key",
+        "x-auth-token",
+        "x-amz-security-token",
+        "x-csrf-token",
+        "x-csrftoken",
+        "x-xsrf-token",
+        "x-session-id",
+        "x-signature",
+        "x-hub-signature-256",
+        "set-cookie",
+        "x-goog-api-key",
+        "ocp-apim-subscription-key",
+        "x-client-secret",
+        "x-password",
+        "x-amz-credential",
+        "dpop",
+        "x-jwt-assertion",
+        "x-forwarded-authorization",
+    ],
+)
+def test_credential_like_names_are_withheld_by_default_and_forwardable_one_by_one(name: str) -> None:
+    pairs = [(name, "SECRET"), ("content-type", "application/json"), ("x-request-id", "r-1")]
+    default = ShadowConfig(targets=[ShadowTarget("v2", url="http://h/x")])
+    assert forwarded_headers(pairs, default.header_filter) == pairs[1:]
+    opted = ShadowConfig(targets=[ShadowTarget("v2", url="http://h/x")], forward_headers=[name.upper()])
+    assert forwarded_headers(pairs, opted.header_filter) == pairs
+    assert opted.forward_headers == frozenset({name})
+
+
+def test_ordinary_headers_still_go() -> None:
+    pairs = [
+        (n, "v")
+        for n in ("content-type", "accept", "x-request-id", "user-agent", "x-model-version", "x-team")
+    ]
+    default = ShadowConfig(targets=[ShadowTarget("v2", url="http://h/x")])
+    assert forwarded_headers(pairs, default.header_filter) == pairs
+
+
+def test_drop_headers_still_win_and_empty_still_forwards_everything() -> None:
+    target = [ShadowTarget("v2", url="http://h/x")]
+    custom = ShadowConfig(targets=target, drop_headers=["x-tenant"], forward_headers=["x-session-id"])
+    pairs = [("x-tenant", "t"), ("x-session-id", "s"), ("authorization", "a"), ("x-a", "1")]
+    # drop_headers names are withheld; the rule still applies beside them; the opt-in forwards.
+    assert forwarded_headers(pairs, custom.header_filter) == [("x-session-id", "s"), ("x-a", "1")]
+    # drop_headers=() is the old opt-in to forwarding credentials: kept (the rule is off too);
+    # what is never forwarded (hop-by-hop, the marker, trace context) still is not.
+    everything = ShadowConfig(targets=target, drop_headers=())
+    assert forwarded_headers([*pairs, ("te", "x"), (MARKER, "y")], everything.header_filter) == pairs
+    assert HeaderFilter.of(frozenset(), frozenset()).rule is False
+
+
+def test_forward_headers_is_a_list_of_names() -> None:
+    with pytest.raises(ValueError, match=r"^ShadowConfig\.forward_headers: must be a list of strings"):
+        ShadowConfig(targets=[ShadowTarget("v2", url="http://h/x")], forward_headers="x-session-id")
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/f/a/..%2f..%2fx", ""),  # the review's two
+        ("/u/%2e%2e", ""),
+        ("/u/%2E%2E/x", ""),
+        ("/u/.", ""),
+        ("/u/../x", ""),
+        ("/u/..", ""),
+        ("/u/%2e", ""),
+        ("/u/.%2e/x", ""),
+        ("/u/..;/x", ""),
+        ("/u/..;jsessionid=1/x", ""),
+        ("/u/%252e%252e/x", ""),  # decoded twice by some servers
+        ("/u/%25252e%25252e/x", ""),
+        ("/u/..%5c..%5cx", ""),  # backslash as a separator
+        ("/u/a\\..\\x", ""),
+        ("/u/a\\b", ""),  # a raw backslash is not a URI character
+        ("/u/a#frag", ""),  # a fragment never belongs in a request-target
+        ("/u/a", "x=1#frag"),
+        ("/u/a/%252525252e", ""),  # still encoded after every round looked through
+    ],
+)
+def test_unsafe_paths(path: str, query: str) -> None:
+    assert unsafe_path(path, query)
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/predict", ""),
+        ("/predict", "a=1&b=..&c=%2e%2e"),  # the query is not a path
+        ("/m/v1.2/predict", ""),
+        ("/m/.well-known", ""),
+        ("/m/...", ""),
+        ("/m/..a", ""),
+        ("/m/a..", ""),
+        ("/m/a%2Fb", ""),  # an encoded slash alone stays below the base
+        ("/m/%23", ""),  # an encoded "#" is data
+        ("/m/%2541", ""),
+        ("/m/caf%C3%A9", ""),
+        ("/m/%zz", ""),
+        ("/", ""),
+    ],
+)
+def test_safe_paths(path: str, query: str) -> None:
+    assert not unsafe_path(path, query)
+
+
+def test_an_unsafe_path_is_counted_skipped_and_never_sent(serve: Callable[..., Raw]) -> None:
+    s = serve(answers())
+    shadow = engine(f"http://127.0.0.1:{s.port}/base")
+    try:
+        for path in ("/any/..%2f..%2fx", "/any/%2e%2e", "/any/a#frag"):
+            assert drive(shadow, 1, path=path) == 0
+        assert drive(shadow, 1, path="/any", query="x=1#frag") == 0
+        stats = shadow.stats()
+        assert stats["skipped"] == 4 and sum(stats.values()) == 4
+        assert drive(shadow, 1, path="/any") == 1  # a safe one still is
+    finally:
+        shadow.close()
+    assert len(s.requests) == 1 and s.requests[0].startswith(b"POST /base/any HTTP/1.1\r\n")
+
+
+def test_forward_headers_from_the_environment_and_toml(tmp_path: Any) -> None:
+    env = {
+        "SHADOW_TARGETS": "v2",
+        "SHADOW_TARGET_V2_URL": "http://h/x",
+        "SHADOW_FORWARD_HEADERS": "X-Session-Id,x-csrf-token",
+    }
+    assert ShadowConfig.from_env(env).forward_headers == frozenset({"x-session-id", "x-csrf-token"})
+    toml = tmp_path / "shadow.toml"
+    toml.write_text('forward_headers = ["X-Auth-Token"]\n[[targets]]\nname = "v2"\nurl = "http://h/x"\n')
+    config = ShadowConfig.from_toml(toml)
+    assert config.forward_headers == frozenset({"x-auth-token"})
+    assert forwarded_headers([("x-auth-token", "t")], config.header_filter) == [("x-auth-token", "t")]

@@ -21,6 +21,14 @@ async def predict(request: Request) -> dict[str, Any]:
     return {"prediction": round((len(body) % 100) / 100, 3), "size": len(body), "pid": os.getpid()}
 
 
+@app.post("/f/{p:path}")
+async def files(request: Request, p: str) -> dict[str, Any]:
+    """What the app was given of the request line (issue 18: the app gets it untouched)."""
+    await request.body()
+    raw = request.scope.get("raw_path") or b""
+    return {"p": p, "path": request.scope["path"], "raw": raw.decode("latin-1")}
+
+
 @app.post("/echo")
 async def echo(request: Request) -> Any:
     return {"body": (await request.body()).decode("latin-1")}

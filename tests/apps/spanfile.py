@@ -97,14 +97,18 @@ def isolation() -> dict[str, str]:
 def shadow_config():  # type: ignore[no-untyped-def]
     from shadow_middleware import Compare, ShadowConfig, ShadowTarget
 
+    # SHADOW_BASE_URL instead of SHADOW_URL: a base_url target (the request's path appended).
+    where = (
+        {"base_url": os.environ["SHADOW_BASE_URL"]}
+        if "SHADOW_BASE_URL" in os.environ
+        else {"url": os.environ["SHADOW_URL"]}
+    )
+    forward = os.environ.get("SHADOW_FORWARD_HEADERS", "")
     return ShadowConfig(
         **isolation(),
-        targets=[
-            ShadowTarget(
-                "cand", url=os.environ["SHADOW_URL"], timeout=float(os.environ.get("SHADOW_TIMEOUT", "2"))
-            )
-        ],
+        targets=[ShadowTarget("cand", timeout=float(os.environ.get("SHADOW_TIMEOUT", "2")), **where)],
         routes=os.environ.get("SHADOW_ROUTES", "POST /predict").split(","),
         compare=Compare(fields=["/prediction"], abs_tol=0.01),
         correlation_id="json:/id",
+        **({"forward_headers": [n for n in forward.split(",") if n]} if forward else {}),
     )

@@ -20,6 +20,13 @@ def predict() -> dict[str, Any]:
     return {"prediction": round((len(body) % 100) / 100, 3), "size": len(body), "pid": os.getpid()}
 
 
+@app.post("/f/<path:p>")
+def files(p: str) -> dict[str, Any]:
+    """What the app was given of the request line (issue 18: the app gets it untouched)."""
+    request.get_data()
+    return {"p": p, "path": request.environ["PATH_INFO"], "raw": request.environ.get("RAW_URI", "")}
+
+
 @app.post("/boom")
 def boom() -> Any:
     request.get_data()
