@@ -9,13 +9,18 @@ recorded input with a reference the counts of :mod:`.drift` (O(reference size)),
 truth -- one ``(primary score, candidate score, label)`` row per span whose correlation id has a label
 (17 bytes each, in arrays): the labels file bounds it. These data classes are what :mod:`.build` and
 :mod:`.html` read.
+
+Hostile input cannot grow this without bound: at most :data:`MAX_GROUPS` groups are kept (the spans of
+further target/route pairs are counted, not folded, and the run cannot be promoted); a group costs
+about 3 KB until its reservoirs fill (their generators are created only then). One exchange is one
+``(traceId, spanId)``: a span seen again (the same file given twice, an exporter's retry) is counted
+as a duplicate and not folded again (:class:`SeenIds`: 8 bytes a span, 64-bit keys).
 """
 
 from __future__ import annotations
 
 import gc
 import heapq
-import math
 from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,12 +31,13 @@ import numpy as np
 
 from .._outcomes import OUTCOMES, Outcome
 from .drift import BATCH, LiveFeature, Reference
-from .spans import ShadowSpan
+from .spans import MAX_VALUE, ShadowSpan
 from .stats import Reservoir
 
 __all__ = [
     "AUC_CI_METHODS",
     "BOOTSTRAP_RESAMPLES",
+    "MAX_GROUPS",
     "TOP_DISAGREEMENTS",
     "Aggregate",
     "DiffStats",
@@ -39,6 +45,7 @@ __all__ = [
     "Joined",
     "ReportError",
     "ReportOptions",
+    "SeenIds",
     "Timeline",
     "aggregate",
     "aggregate_batches",
@@ -52,6 +59,7 @@ BOOTSTRAP_RESAMPLES = 1000
 TOP_DISAGREEMENTS = 20
 AUC_CI_METHODS = ("delong", "bootstrap")
 SEED = 20240601
+MAX_GROUPS = 1000  # target/route groups kept; a deployment has a handful
 
 _P_BODY = "shadow.primary.body."
 _C_BODY = "shadow.candidate.body."
@@ -80,8 +88,51 @@ class ReportOptions:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    f = float(value)
-    return f if math.isfinite(f) else None
+    try:
+        f = float(value)
+    except OverflowError:  # an int beyond any float
+        return None
+    return f if -MAX_VALUE <= f <= MAX_VALUE else None
+
+
+class SeenIds:
+    """The exchanges already folded, as 64-bit keys of ``(traceId, spanId)``: the newest in a set, the
+    rest in sorted numpy runs of geometric sizes (a log-structured merge), so a million spans cost
+    about 8 MB and a lookup a binary search per run, done for many spans at once. Two different
+    exchanges share a key with probability about n²/2⁶⁵ (one in 3,700 runs of 100 million spans)."""
+
+    RECENT = 4096  # a small set: 300 KB; lookups in the runs are vectorised
+
+    def __init__(self) -> None:
+        self.recent: set[int] = set()
+        self.runs: list[Any] = []  # sorted int64 arrays, sizes decreasing
+
+    def new(self, keys: list[int | None]) -> list[bool]:
+        """For each key in order, whether it is seen for the first time (``None``: no id, always new)."""
+        known = np.zeros(len(keys), dtype=bool)
+        if self.runs:
+            arr = np.array([0 if k is None else k for k in keys], dtype=np.int64)
+            for run in self.runs:
+                at = np.minimum(run.searchsorted(arr), run.size - 1)
+                known |= run[at] == arr
+        out: list[bool] = []
+        recent = self.recent
+        for key, old in zip(keys, known.tolist(), strict=True):
+            if key is None:
+                out.append(True)
+            elif old or key in recent:
+                out.append(False)
+            else:
+                recent.add(key)
+                out.append(True)
+        if len(recent) >= self.RECENT:
+            run = np.sort(np.fromiter(recent, dtype=np.int64, count=len(recent)))
+            recent.clear()
+            while self.runs and self.runs[-1].size <= 2 * run.size:
+                run = np.concatenate((self.runs.pop(), run))
+                run.sort()  # in place: the merge peaks at twice the run, not three times
+            self.runs.append(run)
+        return out
 
 
 @dataclass(slots=True)
@@ -159,7 +210,9 @@ class Timeline:
         """``(bucket width ns, [(bucket start ns, counts)])`` in time order, merged into coarser
         buckets (the width doubling) until they span at most ``max_buckets``."""
         width, buckets = self.width_ns, self.buckets
-        while buckets and (max(buckets) - min(buckets)) >= max_buckets:
+        # times are in [0, 2**63): the keys meet within 64 halvings; the width bound ends the loop
+        # even for keys that halving cannot join (-1 // 2 == -1)
+        while buckets and (max(buckets) - min(buckets)) >= max_buckets and width < 2**64:
             width *= 2
             buckets = _halve(buckets)
         return width, [(k * width, counts) for k, counts in sorted(buckets.items())]
@@ -246,6 +299,9 @@ class Aggregate:
     spans: int
     malformed: int
     inputs: list[str] = field(default_factory=list)  # recorded inputs seen (shadow.request.body.<p>)
+    duplicates: int = 0  # spans whose (traceId, spanId) was seen before: not folded again
+    beyond_groups: int = 0  # spans of target/route groups beyond MAX_GROUPS: counted, not folded
+    out_of_range: int = 0  # number attributes not finite or beyond ±MAX_VALUE: read as no value
 
 
 def aggregate(spans: Iterable[ShadowSpan], options: ReportOptions) -> Aggregate:
@@ -281,15 +337,24 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
     features = options.reference.features if options.reference is not None else {}
     # attribute name -> (kind, suffix) for recorded values, None for anything else; names repeat
     kinds: dict[str, tuple[int, str] | None] = {}
-    count = 0
+    count = duplicates = beyond = out_of_range = 0
     seq = 0
     match, mismatch = Outcome.MATCH, Outcome.MISMATCH
-    for span in (span for batch in batches for span in batch):
+    seen = SeenIds()
+    hi = MAX_VALUE
+    for span, new in _deduplicated(batches, seen):
+        if not new:
+            duplicates += 1
+            continue
         count += 1
+        out_of_range += span.out_of_range
         attrs = span.attributes
         key = (span.target, span.route)
         group = groups.get(key)
         if group is None:
+            if len(groups) >= MAX_GROUPS:
+                beyond += 1
+                continue
             group = groups[key] = Group(*key)
         outcome = span.outcome
         if outcome in group.outcomes:
@@ -314,15 +379,17 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
                 group.timeline.add(start_ns, 0)
             elif outcome == mismatch:
                 group.timeline.add(start_ns, 1)
-        # numbers: a finite float takes the inline test (x - x is 0 unless NaN or infinite)
+        # numbers: a float in range takes the inline test (NaN fails it too); the rest, _number
         dp = attrs.get("shadow.primary.duration_ms")
-        if dp is not None and ((type(dp) is float and dp - dp == 0) or (dp := _number(dp)) is not None):
+        if dp is not None and ((type(dp) is float and -hi <= dp <= hi) or (dp := _number(dp)) is not None):
             group.lat_primary.add(dp)
         dc = attrs.get("shadow.candidate.duration_ms")
-        if dc is not None and ((type(dc) is float and dc - dc == 0) or (dc := _number(dc)) is not None):
+        if dc is not None and ((type(dc) is float and -hi <= dc <= hi) or (dc := _number(dc)) is not None):
             group.lat_candidate.add(dc)
             ds = attrs.get("shadow.candidate.server_duration_ms")
-            if ds is not None and ((type(ds) is float and ds - ds == 0) or (ds := _number(ds)) is not None):
+            if ds is not None and (
+                (type(ds) is float and -hi <= ds <= hi) or (ds := _number(ds)) is not None
+            ):
                 group.lat_candidate_server.add(ds)
 
         # recorded values: differences of every numeric field, the score field drives the rest;
@@ -364,9 +431,9 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
                     if score_field is None:
                         score_field = fname
                 continue
-            p = value if type(value) is float and value - value == 0 else _number(value)
+            p = value if type(value) is float and -hi <= value <= hi else _number(value)
             c = attrs.get(_C_BODY + fname)
-            if not (type(c) is float and c - c == 0):
+            if not (type(c) is float and -hi <= c <= hi):
                 c = _number(c)
             if p is None and c is None:
                 continue
@@ -382,10 +449,10 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
         if score_field is None:
             continue
         ps = attrs.get(_P_BODY + score_field)
-        if not (type(ps) is float and ps - ps == 0) and (ps := _number(ps)) is None:
+        if not (type(ps) is float and -hi <= ps <= hi) and (ps := _number(ps)) is None:
             continue
         cs = attrs.get(_C_BODY + score_field)
-        if not (type(cs) is float and cs - cs == 0) and (cs := _number(cs)) is None:
+        if not (type(cs) is float and -hi <= cs <= hi) and (cs := _number(cs)) is None:
             continue
         group.scored += 1
         gap = abs(ps - cs)
@@ -418,4 +485,24 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
     for group in groups.values():
         for live in group.inputs.values():
             live.flush()
-    return Aggregate(groups, score_field, list(seen_numeric), count, 0, list(seen_inputs))
+    return Aggregate(
+        groups, score_field, list(seen_numeric), count, 0, list(seen_inputs), duplicates, beyond, out_of_range
+    )
+
+
+def _deduplicated(batches: Iterable[list[ShadowSpan]], seen: SeenIds) -> Iterable[tuple[ShadowSpan, bool]]:
+    """``(span, first time seen)`` for every span, looked up a few hundred at a time (a numpy call per
+    run and chunk; a chunk holds its spans, so not many)."""
+    chunk: list[ShadowSpan] = []
+    for batch in batches:
+        chunk.extend(batch)
+        if len(chunk) >= 256:
+            yield from zip(chunk, seen.new([_id(s) for s in chunk]), strict=True)
+            chunk = []
+    if chunk:
+        yield from zip(chunk, seen.new([_id(s) for s in chunk]), strict=True)
+
+
+def _id(span: ShadowSpan) -> int | None:
+    """A 64-bit key of the exchange (``None`` without both ids): the process's string hash."""
+    return hash((span.trace_id, span.span_id)) if span.trace_id and span.span_id else None
