@@ -1,4 +1,5 @@
-"""Fold shadow spans into per-``(target, route)`` groups, in memory bounded whatever the input size.
+"""Fold shadow spans into per-``(target, route)`` groups, in memory bounded whatever the input size
+(but for 8 bytes a span that tell duplicates apart).
 
 Per group it keeps counters, three latency reservoirs of :data:`LATENCY_RESERVOIR` values each --
 production in-process, candidate round trip, candidate server time from ``Server-Timing`` --
