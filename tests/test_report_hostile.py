@@ -431,7 +431,7 @@ def test_only_otlp_trace_ids_are_linked() -> None:
 
 def test_build_report_json_is_always_compliant() -> None:
     """The JSON document never holds NaN or an infinity, even from spans that did not come through the
-    reader: numbers beyond ±1e15 are no value, the sums of the others stay finite."""
+    reader: numbers beyond ±1e19 are no value, the sums of the others stay finite."""
     spans = [
         aggregate_module.ShadowSpan(
             f"{i:032x}",

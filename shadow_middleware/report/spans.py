@@ -66,9 +66,10 @@ _OTHER_SIGNALS = {"resourceMetrics": "OTLP metrics", "resourceLogs": "OTLP logs"
 MAX_LINE_BYTES = 16 * 2**20
 MAX_DEPTH = 32  # attribute values nest (arrays, key-value lists) at most this deep; ours: 1
 MAX_TIME_NS = 2**63 - 1  # OTLP times are fixed64; numpy's int64 holds them; year 2262
-# A recorded number (a score, a duration in ms) beyond this is absurd (1e15 ms: 31,000 years), and the
-# float sums of the report stay exact to the unit up to about here.
-MAX_VALUE = 1e15
+# A recorded number beyond this is absurd for a score or a duration (1e19 ms: 300 million years); it is
+# above every int64, so an OTLP intValue (an id, a count) always reads as itself; and the report's float
+# sums and squares of such numbers stay far from overflowing.
+MAX_VALUE = 1e19
 _TIME = re.compile(r"[0-9]{1,19}")
 # what decoding a hostile line can raise (KeyError: an attribute without "key")
 _MALFORMED = (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError)
