@@ -141,6 +141,13 @@ def spans(draw: st.DrawFn) -> dict[str, Any]:
             },
             {"key": "shadow.request.body.age", "value": {"doubleValue": draw(NUMBER)}},
         ]
+    for key in (
+        "shadow.primary.duration_ms",
+        "shadow.candidate.duration_ms",
+        "shadow.candidate.server_duration_ms",
+    ):
+        if draw(st.booleans()):
+            attrs.append({"key": key, "value": {"doubleValue": draw(NUMBER)}})
     attrs += draw(st.lists(st.fixed_dictionaries({"key": KEY, "value": ANY_VALUE}), max_size=5))
     if draw(st.integers(0, 9)) == 0:
         attrs = draw(st.sampled_from([None, "x", [1, 2], {"key": "k"}]))

@@ -89,6 +89,18 @@ def test_huge_finite_values_are_ignored_counted_and_every_format_survives(tmp_pa
     assert g["candidate"]["latency_n"] == 30
 
 
+def test_plots_survive_any_range_of_values(tmp_path: Path) -> None:
+    """A latency CDF from 5e-324 ms to 1e18 ms (343 decades on a log axis), scores of ±1e18."""
+    spans = [
+        span(i, "match", p=-1e18 if i % 2 else 1e18, c=0.3, pms=5e-324 if i == 0 else 1e18, cms=3.0)
+        for i in range(10)
+    ]
+    html = tmp_path / "r.html"
+    run_cli(write_spans(tmp_path / "s.jsonl", spans), "--html", html, *ANY_DATA)
+    page = html.read_text()
+    assert page.endswith("</html>\n") and page.count("<svg") >= 3
+
+
 def test_numbers_format_sanely() -> None:
     assert fmt(1e300) == "1.0000e+300" and fmt(-2.5e12, 2) == "-2.50e+12"
     assert fmt(123456.5) == "123456.5000" and fmt(None) == "n/a" and fmt(7) == "7"

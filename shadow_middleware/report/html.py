@@ -134,9 +134,10 @@ class _Plot:
             f'<rect x="{ML}" y="{MT}" width="{W - ML - MR}" height="{H - MT - MB}" '
             'fill="none" stroke="#999"/>',
         ]
-        if self.xlog:
-            xt = [10.0**e for e in range(math.floor(self.x0), math.ceil(self.x1) + 1)]
-            xt = [t for t in xt if self.x0 - 1e-9 <= math.log10(t) <= self.x1 + 1e-9]
+        if self.xlog:  # the decades inside the range, at most about ten of them (5e-324 ms to 1e19 is 343)
+            first, last = math.ceil(self.x0 - 1e-9), math.floor(self.x1 + 1e-9)
+            every = max(1, math.ceil((last - first + 1) / 10))
+            xt = [10.0**e for e in range(first, last + 1, every)]
         else:
             xt = _nice_ticks(self.x0, self.x1)
         for t in xt:
