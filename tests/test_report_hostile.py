@@ -468,3 +468,26 @@ def test_build_report_json_is_always_compliant() -> None:
     json.dumps(rep, allow_nan=False)
     g = rep["targets"][0]
     assert g["scored"] == 667 and g["mean_abs_diff"] == 2e15 and g["primary"]["latency_n"] == 667
+
+
+def test_endless_distinct_reasons_error_types_and_fields_are_bounded_per_group(tmp_path: Path) -> None:
+    """Reasons, error types and compared fields come from the input: beyond 100 distinct ones per
+    group they count as "(other)" (fields: not compared), and the report stays small."""
+    spans = [
+        span(
+            i,
+            f"out{i}",
+            **{"shadow.reason": f"r{i}", "error.type": f"E{i}"},
+            **{f"shadow.primary.body.f{i}": 1.0, f"shadow.candidate.body.f{i}": 2.0},
+        )
+        for i in range(2000)
+    ]
+    path = write_spans(tmp_path / "s.jsonl", spans, per_line=200)
+    res = run_cli(path, "--format", "json", "--field", "f1", *ANY_DATA)
+    g = json.loads(res.stdout)["targets"][0]
+    limit = aggregate_module.MAX_KINDS
+    assert len(g["reasons"]) == len(g["error_types"]) == limit + 1
+    assert g["reasons"]["(other)"] == g["error_types"]["(other)"] == 2000 - limit
+    assert len(g["reasons_by_outcome"]) == limit + 1 and len(g["field_diffs"]) == limit
+    assert sum(sum(r.values()) for r in g["reasons_by_outcome"].values()) == 2000
+    assert len(res.stdout) < 200_000

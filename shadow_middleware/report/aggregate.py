@@ -61,6 +61,11 @@ TOP_DISAGREEMENTS = 20
 AUC_CI_METHODS = ("delong", "bootstrap")
 SEED = 20240601
 MAX_GROUPS = 1000  # target/route groups kept; a deployment has a handful
+# distinct reasons, error types, outcomes with reasons and compared fields kept per group (ours: a
+# handful each); further ones count together as OTHER_KIND (fields: are not compared)
+MAX_KINDS = 100
+OTHER_KIND = "(other)"
+MAX_NAMES = 100_000  # attribute names whose kind is cached
 
 _P_BODY = "shadow.primary.body."
 _C_BODY = "shadow.candidate.body."
@@ -94,6 +99,13 @@ def _number(value: Any) -> float | None:
     except OverflowError:  # an int beyond any float
         return None
     return f if -MAX_VALUE <= f <= MAX_VALUE else None
+
+
+def _bump(counts: dict[str, int], key: str) -> None:
+    """``counts[key] += 1``; a new key beyond :data:`MAX_KINDS` counts as :data:`OTHER_KIND`."""
+    if key not in counts and len(counts) >= MAX_KINDS:
+        key = OTHER_KIND
+    counts[key] = counts.get(key, 0) + 1
 
 
 class SeenIds:
@@ -364,12 +376,13 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
             group.other_outcomes += 1
         reason = attrs.get("shadow.reason")
         if reason is not None:
-            group.reasons[str(reason)] = group.reasons.get(str(reason), 0) + 1
-            by_outcome = group.reasons_by_outcome.setdefault(outcome, {})
-            by_outcome[str(reason)] = by_outcome.get(str(reason), 0) + 1
+            _bump(group.reasons, str(reason))
+            by = group.reasons_by_outcome
+            okey = outcome if outcome in by or len(by) < MAX_KINDS else OTHER_KIND
+            _bump(by.setdefault(okey, {}), str(reason))
         etype = attrs.get("error.type")
         if etype is not None:
-            group.error_types[str(etype)] = group.error_types.get(str(etype), 0) + 1
+            _bump(group.error_types, str(etype))
         start_ns = span.start_ns
         if start_ns:
             if group.first_ns is None or start_ns < group.first_ns:
@@ -399,13 +412,15 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
             kind = kinds.get(name, _UNSEEN)
             if kind is _UNSEEN:
                 if name.startswith(_P_BODY):
-                    kind = kinds[name] = (_PRIMARY, name[len(_P_BODY) :])
+                    kind = (_PRIMARY, name[len(_P_BODY) :])
                 elif name.startswith(_C_BODY):
-                    kind = kinds[name] = (_CANDIDATE, name[len(_C_BODY) :])
+                    kind = (_CANDIDATE, name[len(_C_BODY) :])
                 elif name.startswith(_INPUT):
-                    kind = kinds[name] = (_REQUEST, name[len(_INPUT) :])
+                    kind = (_REQUEST, name[len(_INPUT) :])
                 else:
-                    kind = kinds[name] = None
+                    kind = None
+                if len(kinds) < MAX_NAMES:  # a cache: a file of endless distinct names must not grow it
+                    kinds[name] = kind
             if kind is None:
                 continue
             what, fname = kind
@@ -445,6 +460,8 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
             if p is not None and c is not None:
                 stats = group.field_diffs.get(fname)
                 if stats is None:
+                    if len(group.field_diffs) >= MAX_KINDS:
+                        continue
                     stats = group.field_diffs[fname] = DiffStats()
                 stats.add(abs(p - c))
         if score_field is None:
