@@ -515,12 +515,12 @@ def _deduplicated(batches: Iterable[list[ShadowSpan]], seen: SeenIds) -> Iterabl
     for batch in batches:
         chunk.extend(batch)
         if len(chunk) >= 256:
-            yield from zip(chunk, seen.new([_id(s) for s in chunk]), strict=True)
+            yield from zip(chunk, seen.new(_ids(chunk)), strict=True)
             chunk = []
     if chunk:
-        yield from zip(chunk, seen.new([_id(s) for s in chunk]), strict=True)
+        yield from zip(chunk, seen.new(_ids(chunk)), strict=True)
 
 
-def _id(span: ShadowSpan) -> int | None:
-    """A 64-bit key of the exchange (``None`` without both ids): the process's string hash."""
-    return hash((span.trace_id, span.span_id)) if span.trace_id and span.span_id else None
+def _ids(spans: list[ShadowSpan]) -> list[int | None]:
+    """64-bit keys of the exchanges (``None`` without both ids): the process's string hash."""
+    return [hash((s.trace_id, s.span_id)) if s.trace_id and s.span_id else None for s in spans]
