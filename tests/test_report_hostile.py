@@ -491,3 +491,24 @@ def test_endless_distinct_reasons_error_types_and_fields_are_bounded_per_group(t
     assert len(g["reasons_by_outcome"]) == limit + 1 and len(g["field_diffs"]) == limit
     assert sum(sum(r.values()) for r in g["reasons_by_outcome"].values()) == 2000
     assert len(res.stdout) < 200_000
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage-member", "corrupt-deflate"])
+def test_a_truncated_or_corrupt_gzip_keeps_what_was_read(tmp_path: Path, damage: str) -> None:
+    """A gzip file still being written ends mid-stream (EOFError was a traceback: exit 1, "reject")."""
+    first = (line_of(scored(20)) + "\n").encode()
+    second = (line_of(scored(40)[20:]) + "\n").encode()
+    whole = gzip.compress(first, compresslevel=1)  # a member of its own: the damage comes after it
+    rest = gzip.compress(second * 50, compresslevel=1)
+    if damage == "truncated":
+        data = whole + rest[: len(rest) // 2]
+    elif damage == "garbage-member":
+        data = whole + b"\x1f\x8bnot gzip at all" * 10
+    else:
+        data = whole + rest[:20] + bytes(range(256)) * 4 + rest[1044:]
+    path = tmp_path / "s.jsonl.gz"
+    path.write_bytes(data)
+    res = run_cli(path, "--format", "json", *ANY_DATA)
+    rep = json.loads(res.stdout)
+    assert rep["malformed_lines"] == 1 and rep["spans"] >= 20, res.stderr
+    assert "gzip data truncated or corrupt" in res.stderr

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,20 +299,30 @@ def _typed_spans(raw: bytes) -> list[ShadowSpan]:
     return out
 
 
-def capped_lines(f: IO[bytes], cap: int = MAX_LINE_BYTES) -> Iterator[bytes | None]:
+def capped_lines(
+    f: IO[bytes], cap: int = MAX_LINE_BYTES, broken: list[str] | None = None
+) -> Iterator[bytes | None]:
     """The lines of ``f`` (newline kept), ``None`` for a line longer than ``cap`` bytes: that line is
-    read past ``cap`` bytes at a time and never held whole (``for line in f`` would hold it)."""
-    readline = f.readline
-    while True:
-        line = readline(cap)
-        if not line:
-            return
-        if len(line) < cap or line.endswith(b"\n"):
-            yield line
-            continue
-        while (rest := readline(cap)) and not rest.endswith(b"\n"):
-            pass
-        yield None
+    read past ``cap`` bytes at a time and never held whole (``for line in f`` would hold it).
+
+    A gzip stream that is truncated (a file still being written) or corrupt ends the lines; with
+    ``broken`` given, what was wrong is appended to it instead of raised."""
+    try:
+        readline = f.readline
+        while True:
+            line = readline(cap)
+            if not line:
+                return
+            if len(line) < cap or line.endswith(b"\n"):
+                yield line
+                continue
+            while (rest := readline(cap)) and not rest.endswith(b"\n"):
+                pass
+            yield None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        if broken is None:
+            raise
+        broken.append(f"gzip data truncated or corrupt ({exc}); the rest of the file is skipped")
 
 
 def _spans_in_request(doc: Any) -> Iterator[ShadowSpan]:
@@ -343,7 +354,7 @@ def _looks_like(path: str | Path, first: list[tuple[str, Any]]) -> str:
         gzipped = raw_file.read(2) == b"\x1f\x8b"
         raw_file.seek(0)
         f: IO[bytes] = gzip.GzipFile(fileobj=raw_file) if gzipped else raw_file  # type: ignore[assignment]
-        for number, raw in enumerate(capped_lines(f)):
+        for number, raw in enumerate(capped_lines(f, broken=[])):
             if number >= DIAGNOSE_LINES:
                 break
             if raw is not None and _CONSOLE_MARK.search(raw.decode("utf-8", errors="replace")):
@@ -396,7 +407,9 @@ def read_span_batches(
             gzipped = raw_file.read(2) == b"\x1f\x8b"
             raw_file.seek(0)
             lines: IO[bytes] = gzip.GzipFile(fileobj=raw_file) if gzipped else raw_file  # type: ignore[assignment]
-            for number, line in enumerate(capped_lines(lines), start=1):
+            broken: list[str] = []
+            number = 0
+            for number, line in enumerate(capped_lines(lines, broken=broken), start=1):
                 if on_progress is not None and number % 16 == 0:
                     on_progress(done + raw_file.tell())
                 if line is None:  # too long to read: malformed, whatever it holds
@@ -446,6 +459,8 @@ def read_span_batches(
                         break
                     continue
                 yield spans
+            if broken and on_error is not None:  # counted as one malformed line, the one that broke
+                on_error(str(path), number + 1, broken[0])
             done += os.fstat(raw_file.fileno()).st_size
         if on_progress is not None:
             on_progress(done)
