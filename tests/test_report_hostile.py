@@ -512,3 +512,17 @@ def test_a_truncated_or_corrupt_gzip_keeps_what_was_read(tmp_path: Path, damage:
     rep = json.loads(res.stdout)
     assert rep["malformed_lines"] == 1 and rep["spans"] >= 20, res.stderr
     assert "gzip data truncated or corrupt" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "what"),
+    [
+        (b"\xff\xfemin_samples = 1\n", "not UTF-8"),
+        (b"a = " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deep"),
+    ],
+)
+def test_an_unreadable_policy_file_is_exit_2_with_one_line(tmp_path: Path, content: bytes, what: str) -> None:
+    policy = _side(tmp_path, "p.toml", content)
+    res = run_cli(write_spans(tmp_path / "s.jsonl", scored(5)), "--policy", policy)
+    assert res.returncode == 2 and res.stderr.startswith(f"error: {policy}: {what}"), res.stderr
+    assert res.stderr.count("\n") == 1
