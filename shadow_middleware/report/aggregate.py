@@ -1,4 +1,5 @@
-"""Fold shadow spans into per-``(target, route)`` groups, in memory bounded whatever the input size.
+"""Fold shadow spans into per-``(target, route)`` groups, in memory bounded whatever the input size
+(but for 8 bytes a span that tell duplicates apart).
 
 Per group it keeps counters, three latency reservoirs of :data:`LATENCY_RESERVOIR` values each --
 production in-process, candidate round trip, candidate server time from ``Server-Timing`` --
@@ -9,13 +10,18 @@ recorded input with a reference the counts of :mod:`.drift` (O(reference size)),
 truth -- one ``(primary score, candidate score, label)`` row per span whose correlation id has a label
 (17 bytes each, in arrays): the labels file bounds it. These data classes are what :mod:`.build` and
 :mod:`.html` read.
+
+Hostile input cannot grow this without bound: at most :data:`MAX_GROUPS` groups are kept (the spans of
+further target/route pairs are counted, not folded, and the run cannot be promoted); a group costs
+about 3 KB until its reservoirs fill (their generators are created only then). One exchange is one
+``(traceId, spanId)``: a span seen again (the same file given twice, an exporter's retry) is counted
+as a duplicate and not folded again (:class:`SeenIds`: 8 bytes a span, 64-bit keys).
 """
 
 from __future__ import annotations
 
 import gc
 import heapq
-import math
 from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,12 +32,13 @@ import numpy as np
 
 from .._outcomes import OUTCOMES, Outcome
 from .drift import BATCH, LiveFeature, Reference
-from .spans import ShadowSpan
+from .spans import MAX_VALUE, ShadowSpan
 from .stats import Reservoir
 
 __all__ = [
     "AUC_CI_METHODS",
     "BOOTSTRAP_RESAMPLES",
+    "MAX_GROUPS",
     "TOP_DISAGREEMENTS",
     "Aggregate",
     "DiffStats",
@@ -40,6 +47,7 @@ __all__ = [
     "Labels",
     "ReportError",
     "ReportOptions",
+    "SeenIds",
     "Timeline",
     "aggregate",
     "aggregate_batches",
@@ -59,6 +67,12 @@ FIELD_MISSING = "field_missing"  # shadow.reason: a compared field absent from b
 # production's to agree with, so the exchange counts in neither agreement nor the error rates
 PRIMARY_FAILED_STATUS = 400
 SEED = 20240601
+MAX_GROUPS = 1000  # target/route groups kept; a deployment has a handful
+# distinct reasons, error types, outcomes with reasons and compared fields kept per group (ours: a
+# handful each); further ones count together as OTHER_KIND (fields: are not compared)
+MAX_KINDS = 100
+OTHER_KIND = "(other)"
+MAX_NAMES = 100_000  # attribute names whose kind is cached
 
 _P_BODY = "shadow.primary.body."
 _C_BODY = "shadow.candidate.body."
@@ -114,8 +128,58 @@ class ReportOptions:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    f = float(value)
-    return f if math.isfinite(f) else None
+    try:
+        f = float(value)
+    except OverflowError:  # an int beyond any float
+        return None
+    return f if -MAX_VALUE <= f <= MAX_VALUE else None
+
+
+def _bump(counts: dict[str, int], key: str) -> None:
+    """``counts[key] += 1``; a new key beyond :data:`MAX_KINDS` counts as :data:`OTHER_KIND`."""
+    if key not in counts and len(counts) >= MAX_KINDS:
+        key = OTHER_KIND
+    counts[key] = counts.get(key, 0) + 1
+
+
+class SeenIds:
+    """The exchanges already folded, as 64-bit keys of ``(traceId, spanId)``: the newest in a set, the
+    rest in sorted numpy runs of geometric sizes (a log-structured merge), so a million spans cost
+    about 8 MB and a lookup a binary search per run, done for many spans at once. Two different
+    exchanges share a key with probability about n²/2⁶⁵ (one in 3,700 runs of 100 million spans)."""
+
+    RECENT = 4096  # a small set: 300 KB; lookups in the runs are vectorised
+
+    def __init__(self) -> None:
+        self.recent: set[int] = set()
+        self.runs: list[Any] = []  # sorted int64 arrays, sizes decreasing
+
+    def new(self, keys: list[int | None]) -> list[bool]:
+        """For each key in order, whether it is seen for the first time (``None``: no id, always new)."""
+        known = np.zeros(len(keys), dtype=bool)
+        if self.runs:
+            arr = np.array([0 if k is None else k for k in keys], dtype=np.int64)
+            for run in self.runs:
+                at = np.minimum(run.searchsorted(arr), run.size - 1)
+                known |= run[at] == arr
+        out: list[bool] = []
+        recent = self.recent
+        for key, old in zip(keys, known.tolist(), strict=True):
+            if key is None:
+                out.append(True)
+            elif old or key in recent:
+                out.append(False)
+            else:
+                recent.add(key)
+                out.append(True)
+        if len(recent) >= self.RECENT:
+            run = np.sort(np.fromiter(recent, dtype=np.int64, count=len(recent)))
+            recent.clear()
+            while self.runs and self.runs[-1].size <= 2 * run.size:
+                run = np.concatenate((self.runs.pop(), run))
+                run.sort()  # in place: the merge peaks at twice the run, not three times
+            self.runs.append(run)
+        return out
 
 
 @dataclass(slots=True)
@@ -193,7 +257,9 @@ class Timeline:
         """``(bucket width ns, [(bucket start ns, counts)])`` in time order, merged into coarser
         buckets (the width doubling) until they span at most ``max_buckets``."""
         width, buckets = self.width_ns, self.buckets
-        while buckets and (max(buckets) - min(buckets)) >= max_buckets:
+        # times are in [0, 2**63): the keys meet within 64 halvings; the width bound ends the loop
+        # even for keys that halving cannot join (-1 // 2 == -1)
+        while buckets and (max(buckets) - min(buckets)) >= max_buckets and width < 2**64:
             width *= 2
             buckets = _halve(buckets)
         return width, [(k * width, counts) for k, counts in sorted(buckets.items())]
@@ -298,6 +364,9 @@ class Aggregate:
     malformed: int
     inputs: list[str] = field(default_factory=list)  # recorded inputs seen (shadow.request.body.<p>)
     labels_seen: int = 0  # distinct labelled ids some span carried (with ground truth)
+    duplicates: int = 0  # spans whose (traceId, spanId) was seen before: not folded again
+    beyond_groups: int = 0  # spans of target/route groups beyond MAX_GROUPS: counted, not folded
+    out_of_range: int = 0  # number attributes not finite or beyond ±MAX_VALUE: read as no value
 
 
 def aggregate(spans: Iterable[ShadowSpan], options: ReportOptions) -> Aggregate:
@@ -335,16 +404,25 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
     features = options.reference.features if options.reference is not None else {}
     # attribute name -> (kind, suffix) for recorded values, None for anything else; names repeat
     kinds: dict[str, tuple[int, str] | None] = {}
-    count = 0
+    count = duplicates = beyond = out_of_range = 0
     seq = 0
     match, mismatch = Outcome.MATCH, Outcome.MISMATCH
     error, timeout = Outcome.ERROR, Outcome.TIMEOUT
-    for span in (span for batch in batches for span in batch):
+    seen = SeenIds()
+    hi = MAX_VALUE
+    for span, new in _deduplicated(batches, seen):
+        if not new:
+            duplicates += 1
+            continue
         count += 1
+        out_of_range += span.out_of_range
         attrs = span.attributes
         key = (span.target, span.route)
         group = groups.get(key)
         if group is None:
+            if len(groups) >= MAX_GROUPS:
+                beyond += 1
+                continue
             group = groups[key] = Group(*key)
         outcome = span.outcome
         if outcome in group.outcomes:
@@ -354,9 +432,10 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
         reason = attrs.get("shadow.reason")
         excluded = False
         if reason is not None:
-            group.reasons[str(reason)] = group.reasons.get(str(reason), 0) + 1
-            by_outcome = group.reasons_by_outcome.setdefault(outcome, {})
-            by_outcome[str(reason)] = by_outcome.get(str(reason), 0) + 1
+            _bump(group.reasons, str(reason))
+            by = group.reasons_by_outcome
+            okey = outcome if outcome in by or len(by) < MAX_KINDS else OTHER_KIND
+            _bump(by.setdefault(okey, {}), str(reason))
             if reason == FIELD_MISSING:
                 excluded = True
                 group.field_missing += 1
@@ -404,7 +483,7 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
                 group.label_conflicts += 1
         etype = attrs.get("error.type")
         if etype is not None:
-            group.error_types[str(etype)] = group.error_types.get(str(etype), 0) + 1
+            _bump(group.error_types, str(etype))
         start_ns = span.start_ns
         if start_ns:
             if group.first_ns is None or start_ns < group.first_ns:
@@ -417,15 +496,17 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
                 group.timeline.add(start_ns, 0)
             elif outcome == mismatch:
                 group.timeline.add(start_ns, 1)
-        # numbers: a finite float takes the inline test (x - x is 0 unless NaN or infinite)
+        # numbers: a float in range takes the inline test (NaN fails it too); the rest, _number
         dp = attrs.get("shadow.primary.duration_ms")
-        if dp is not None and ((type(dp) is float and dp - dp == 0) or (dp := _number(dp)) is not None):
+        if dp is not None and ((type(dp) is float and -hi <= dp <= hi) or (dp := _number(dp)) is not None):
             group.lat_primary.add(dp)
         dc = attrs.get("shadow.candidate.duration_ms")
-        if dc is not None and ((type(dc) is float and dc - dc == 0) or (dc := _number(dc)) is not None):
+        if dc is not None and ((type(dc) is float and -hi <= dc <= hi) or (dc := _number(dc)) is not None):
             group.lat_candidate.add(dc)
             ds = attrs.get("shadow.candidate.server_duration_ms")
-            if ds is not None and ((type(ds) is float and ds - ds == 0) or (ds := _number(ds)) is not None):
+            if ds is not None and (
+                (type(ds) is float and -hi <= ds <= hi) or (ds := _number(ds)) is not None
+            ):
                 # the candidate's word against our clock: a server time longer than the round trip we
                 # measured around it is impossible, so not believed (discarded and counted)
                 if ds > dc:
@@ -439,13 +520,15 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
             kind = kinds.get(name, _UNSEEN)
             if kind is _UNSEEN:
                 if name.startswith(_P_BODY):
-                    kind = kinds[name] = (_PRIMARY, name[len(_P_BODY) :])
+                    kind = (_PRIMARY, name[len(_P_BODY) :])
                 elif name.startswith(_C_BODY):
-                    kind = kinds[name] = (_CANDIDATE, name[len(_C_BODY) :])
+                    kind = (_CANDIDATE, name[len(_C_BODY) :])
                 elif name.startswith(_INPUT):
-                    kind = kinds[name] = (_REQUEST, name[len(_INPUT) :])
+                    kind = (_REQUEST, name[len(_INPUT) :])
                 else:
-                    kind = kinds[name] = None
+                    kind = None
+                if len(kinds) < MAX_NAMES:  # a cache: a file of endless distinct names must not grow it
+                    kinds[name] = kind
             if kind is None:
                 continue
             what, fname = kind
@@ -473,9 +556,9 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
                     if score_field is None:
                         score_field = fname
                 continue
-            p = value if type(value) is float and value - value == 0 else _number(value)
+            p = value if type(value) is float and -hi <= value <= hi else _number(value)
             c = attrs.get(_C_BODY + fname)
-            if not (type(c) is float and c - c == 0):
+            if not (type(c) is float and -hi <= c <= hi):
                 c = _number(c)
             if p is None and c is None:
                 continue
@@ -486,16 +569,18 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
             if p is not None and c is not None:
                 stats = group.field_diffs.get(fname)
                 if stats is None:
+                    if len(group.field_diffs) >= MAX_KINDS:
+                        continue
                     stats = group.field_diffs[fname] = DiffStats()
                 stats.add(abs(p - c))
         ps = cs = None
         if score_field is not None:
             ps = attrs.get(_P_BODY + score_field)
-            if not (type(ps) is float and ps - ps == 0):
+            if not (type(ps) is float and -hi <= ps <= hi):
                 ps = _number(ps)
             if ps is not None:
                 cs = attrs.get(_C_BODY + score_field)
-                if not (type(cs) is float and cs - cs == 0):
+                if not (type(cs) is float and -hi <= cs <= hi):
                     cs = _number(cs)
         if ps is None or cs is None:
             if label is not None:  # a label the quality metrics cannot use: say so, by outcome
@@ -530,4 +615,33 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
     for group in groups.values():
         for live in group.inputs.values():
             live.flush()
-    return Aggregate(groups, score_field, list(seen_numeric), count, 0, list(seen_inputs), len(labelled_seen))
+    return Aggregate(
+        groups,
+        score_field,
+        list(seen_numeric),
+        count,
+        0,
+        list(seen_inputs),
+        labels_seen=len(labelled_seen),
+        duplicates=duplicates,
+        beyond_groups=beyond,
+        out_of_range=out_of_range,
+    )
+
+
+def _deduplicated(batches: Iterable[list[ShadowSpan]], seen: SeenIds) -> Iterable[tuple[ShadowSpan, bool]]:
+    """``(span, first time seen)`` for every span, looked up a few hundred at a time (a numpy call per
+    run and chunk; a chunk holds its spans, so not many)."""
+    chunk: list[ShadowSpan] = []
+    for batch in batches:
+        chunk.extend(batch)
+        if len(chunk) >= 256:
+            yield from zip(chunk, seen.new(_ids(chunk)), strict=True)
+            chunk = []
+    if chunk:
+        yield from zip(chunk, seen.new(_ids(chunk)), strict=True)
+
+
+def _ids(spans: list[ShadowSpan]) -> list[int | None]:
+    """64-bit keys of the exchanges (``None`` without both ids): the process's string hash."""
+    return [hash((s.trace_id, s.span_id)) if s.trace_id and s.span_id else None for s in spans]

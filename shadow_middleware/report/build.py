@@ -33,12 +33,13 @@ default), ``drift`` (``features``: per recorded input with a ``--reference``, ``
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import quote
 
 from .._outcomes import OUTCOMES, Outcome
 from . import stats
-from .aggregate import Aggregate, Group, Labels, ReportOptions
+from .aggregate import MAX_GROUPS, Aggregate, Group, Labels, ReportOptions
 from .drift import score_psi
 from .ground_truth import ground_truth_metrics
 from .metrics import LABEL_METRICS, policy_metrics
@@ -224,9 +225,13 @@ def _drift(group: Group) -> dict[str, Any]:
     }
 
 
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+
+
 def trace_link(template: str | None, trace_id: str) -> str | None:
-    """The user's trace viewer URL for ``trace_id`` (``--trace-url``, validated by the CLI)."""
-    if template is None or not trace_id:
+    """The user's trace viewer URL for ``trace_id`` (``--trace-url``, validated by the CLI); ``None``
+    unless the trace id is an OTLP one (32 lowercase hex digits): nothing else goes into a link."""
+    if template is None or not _TRACE_ID.fullmatch(trace_id):
         return None
     return template.replace("{trace_id}", quote(trace_id, safe=""))
 
@@ -318,11 +323,17 @@ def build_report(agg: Aggregate, options: ReportOptions, policy: Policy) -> dict
         verdict = "insufficient"
     else:
         verdict = "promote"
+    if verdict == "promote" and agg.beyond_groups:  # no verdict on groups never looked at
+        verdict = "insufficient"
     return {
         "verdict": verdict,
         "exit_code": EXIT_CODES[verdict],
         "spans": agg.spans,
         "malformed_lines": agg.malformed,
+        "duplicate_spans": agg.duplicates,
+        "max_groups": MAX_GROUPS,
+        "spans_beyond_max_groups": agg.beyond_groups,
+        "out_of_range_values": agg.out_of_range,
         "score_field": agg.score_field,
         "numeric_fields": agg.numeric_fields,
         "threshold": options.threshold,

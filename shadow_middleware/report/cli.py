@@ -39,16 +39,24 @@ def shown_line(text: str, width: int = 120) -> str:
 
 
 def trace_url_problem(template: str) -> str | None:
-    """Why ``--trace-url`` is unusable, or ``None``: an http(s) URL with a host and ``{trace_id}``."""
+    """Why ``--trace-url`` is unusable, or ``None``: an http(s) URL with a fixed host and ``{trace_id}``
+    in its path, query or fragment (never in the scheme or host: a trace id must not choose where the
+    link goes)."""
     if "{trace_id}" not in template:
         return "must contain {trace_id}"
     if any(ch in template.replace("{trace_id}", "") for ch in "{}"):
         return "must have no placeholder other than {trace_id}"
     if any(ord(ch) < 0x21 or ch in '"<>\\^`|' for ch in template):
         return "no spaces, quotes or control characters"
-    parts = urlsplit(template.replace("{trace_id}", "0" * 32))
+    try:
+        parts = urlsplit(template.replace("{trace_id}", "0" * 32))
+        fixed = urlsplit(template)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return "must be an http:// or https:// URL with a host"
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return "must be an http:// or https:// URL with a host"
+    if "{" in fixed.scheme + fixed.netloc or not fixed.hostname:
+        return "must have {trace_id} after a fixed scheme://host/, in the path, query or fragment"
     return None
 
 
@@ -175,11 +183,16 @@ def run(args: argparse.Namespace) -> int:
     from .aggregate import ReportError, ReportOptions, aggregate_batches
     from .build import build_report
     from .drift import ReferenceError, load_reference
+    from .format import clean
     from .ground_truth import load_labels
     from .html import render_html
     from .policy import Policy, PolicyError, load_policy
     from .spans import NotOTLPError, Skipped, read_span_batches
     from .text import format_text
+
+    def say(message: str) -> None:
+        """One line on stderr; file names, keys and quoted input escaped for the terminal."""
+        print(clean(message, limit=2000), file=err)
 
     malformed = [0]
     skipped = Skipped()
@@ -188,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
     def on_error(path: str, line: int, msg: str) -> None:
         malformed[0] += 1
         if malformed[0] <= MAX_LINE_ERRORS:
-            print(f"{path}:{line}: skipped malformed line: {msg}", file=err)
+            say(f"{path}:{line}: skipped malformed line: {msg}")
 
     try:
         if args.bootstrap < 0:
@@ -209,13 +222,11 @@ def run(args: argparse.Namespace) -> int:
         policy.description = "from " + " and ".join(sources) if sources else policy.description
         labels = None
         if args.ground_truth:
-            labels = load_labels(
-                args.ground_truth, lambda p, n, m: print(f"{p}:{n}: skipped label row: {m}", file=err)
-            )
+            labels = load_labels(args.ground_truth, lambda p, n, m: say(f"{p}:{n}: skipped label row: {m}"))
         reference = None
         if args.reference:
             reference = load_reference(
-                args.reference, lambda p, n, m: print(f"{p}:{n}: skipped reference row: {m}", file=err)
+                args.reference, lambda p, n, m: say(f"{p}:{n}: skipped reference row: {m}")
             )
         for path in args.spans:
             if Path(path).is_dir():
@@ -239,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
     except (ReportError, ReferenceError, PolicyError, NotOTLPError, OSError) as exc:
         if progress is not None:
             progress.close()
-        print(f"error: {exc}", file=err)
+        say(f"error: {exc}")
         return 2
     finally:
         if progress is not None:
@@ -263,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
             file=err,
         )
     if args.field and args.field not in agg.numeric_fields:
-        print(f"warning: no numeric recorded value named {args.field!r} in the spans", file=err)
+        say(f"warning: no numeric recorded value named {args.field!r} in the spans")
     if reference is not None:
         unmatched = sorted(set(reference.features) - set(agg.inputs))
         if not agg.inputs:
@@ -273,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
                 file=err,
             )
         elif unmatched:
-            print(f"note: reference columns never recorded live: {', '.join(unmatched)}", file=err)
+            say(f"note: reference columns never recorded live: {', '.join(unmatched)}")
     report = build_report(agg, options, policy)
     report["skipped_lines"] = skipped.count
     if args.format == "json":
@@ -284,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             Path(args.html).write_text(render_html(report, agg), encoding="utf-8")
         except OSError as exc:
-            print(f"error: {args.html}: {exc.strerror or exc}", file=err)
+            say(f"error: {args.html}: {exc.strerror or exc}")
             return 2
     code: int = report["exit_code"]
     return code

@@ -30,7 +30,6 @@ counted with numpy. The p-value uses the full counts ``n`` (live) and ``m`` (ref
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -41,8 +40,8 @@ import numpy as np
 
 from . import stats
 from .kstest import ks_2samp_pvalue
-from .spans import ErrorHandler
-from .tables import is_json_lines, json_objects
+from .spans import MAX_VALUE, ErrorHandler
+from .tables import SideFileError, csv_rows, is_json_lines, json_objects
 
 __all__ = ["BATCH", "MAX_CATEGORIES", "Feature", "LiveFeature", "Reference", "load_reference"]
 
@@ -105,17 +104,16 @@ class Feature:
             if isinstance(value, bool):
                 numeric = False
                 break
-            if isinstance(value, int | float):
-                numbers.append(float(value))
-                continue
             try:
-                numbers.append(float(str(value)))
+                numbers.append(float(value) if isinstance(value, int | float) else float(str(value)))
+            except OverflowError:  # an int beyond any float: out of range, dropped below
+                numbers.append(math.inf)
             except ValueError:
                 numeric = False
                 break
         if numeric:
             arr = np.asarray(numbers, dtype=np.float64)
-            arr = arr[np.isfinite(arr)]
+            arr = arr[np.abs(arr) <= MAX_VALUE]  # as the live values: NaN, infinities and absurd ones out
         if numeric and arr.size:
             values, counts = np.unique(arr, return_counts=True)
             edges = np.unique(np.quantile(arr, DECILES))
@@ -170,30 +168,31 @@ def load_reference(path: str | Path, on_error: ErrorHandler | None = None) -> Re
     columns: dict[str, list[Any]] = {}
     rows = 0
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            if f.read(4096).lstrip().startswith("["):
+        with open(path, "rb") as head:
+            if head.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"["):
                 raise ReferenceError(f"{path}: looks like one JSON array; {FORMATS}")
-            f.seek(0)
-            if is_json_lines(f):
-                for _, doc in json_objects(f, path, on_error):
-                    rows += 1
-                    for key, value in doc.items():
-                        if not isinstance(value, dict | list):
-                            columns.setdefault(str(key), []).append(value)
-            else:
-                reader = csv.reader(f)
-                header = next(reader, None)
-                if not header:
-                    raise ReferenceError(f"{path}: empty reference file")
-                lists = [columns.setdefault(name.strip(), []) for name in header]
-                for row in reader:
-                    if not row:
-                        continue
-                    rows += 1
-                    for cell, values in zip(row, lists, strict=False):
-                        values.append(cell)  # an empty cell too: a missing value, counted
+        if is_json_lines(path):
+            for _, doc in json_objects(path, on_error):
+                rows += 1
+                for key, value in doc.items():
+                    if not isinstance(value, dict | list):
+                        columns.setdefault(str(key), []).append(value)
+        else:
+            reader = csv_rows(path)
+            header = next(reader, (0, []))[1]
+            if not header:
+                raise ReferenceError(f"{path}: empty reference file")
+            lists = [columns.setdefault(name.strip(), []) for name in header]
+            for _, row in reader:
+                if not row:
+                    continue
+                rows += 1
+                for cell, values in zip(row, lists, strict=False):
+                    values.append(cell)  # an empty cell too: a missing value, counted
     except OSError as exc:
         raise ReferenceError(f"{path}: {exc.strerror or exc}") from None
+    except SideFileError as exc:
+        raise ReferenceError(str(exc)) from None
     if not rows:
         raise ReferenceError(f"{path}: no rows ({FORMATS})")
     features = {

@@ -8,7 +8,6 @@ so the two sides are always measured on the same rows. The AUC difference gets D
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import numpy as np
 from . import stats
 from .aggregate import Joined, Labels, ReportError
 from .spans import ErrorHandler
-from .tables import is_json_lines, json_objects
+from .tables import SideFileError, csv_rows, is_json_lines, json_objects
 
 __all__ = ["ground_truth_metrics", "load_labels"]
 
@@ -46,42 +45,45 @@ def load_labels(path: str | Path, on_error: ErrorHandler | None = None) -> Label
 
     labels = Labels()
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            if is_json_lines(f):
-                want = "expected an object with correlation_id and label"
-                for number, doc in json_objects(f, path, on_error, want):
-                    if "correlation_id" not in doc or "label" not in doc:
-                        bad(number, want)
-                        continue
-                    label = _label(doc["label"])
-                    if label is None:
-                        bad(number, f"label must be 0 or 1, got {doc['label']!r}")
-                        continue
-                    labels.put(str(doc["correlation_id"]), label)
-            else:
-                reader = csv.reader(f)
-                fields = next(reader, None) or []
-                if "correlation_id" not in fields or "label" not in fields:
-                    raise ReportError(f"{path}: expected a CSV header with correlation_id and label")
-                at_cid, at_label = fields.index("correlation_id"), fields.index("label")
-                fast = {"0": 0, "1": 1}
-                for row in reader:
-                    if not row:
-                        continue
-                    cid = row[at_cid] if at_cid < len(row) else ""
-                    raw = row[at_label] if at_label < len(row) else None
-                    label = fast.get(raw) if raw is not None else None
-                    if label is None:
-                        label = _label(raw)
-                    if not cid or label is None:
-                        bad(
-                            reader.line_num,
-                            f"label must be 0 or 1, got {raw!r}" if cid else "no correlation_id",
-                        )
-                        continue
-                    labels.put(cid, label)
+        if is_json_lines(path):
+            want = "expected an object with correlation_id and label"
+            for number, doc in json_objects(path, on_error, want):
+                if "correlation_id" not in doc or "label" not in doc:
+                    bad(number, want)
+                    continue
+                cid = doc["correlation_id"]
+                if not isinstance(cid, str | int) or isinstance(cid, bool):
+                    bad(number, "correlation_id must be a string or an integer")
+                    continue
+                label = _label(doc["label"])
+                if label is None:
+                    bad(number, f"label must be 0 or 1, got {str(doc['label'])[:40]!r}")
+                    continue
+                labels.put(str(cid), label)
+        else:
+            rows = csv_rows(path)
+            fields = next(rows, (0, []))[1]
+            if "correlation_id" not in fields or "label" not in fields:
+                raise ReportError(f"{path}: expected a CSV header with correlation_id and label")
+            at_cid, at_label = fields.index("correlation_id"), fields.index("label")
+            fast = {"0": 0, "1": 1}
+            for number, row in rows:
+                if not row:
+                    continue
+                cid = row[at_cid] if at_cid < len(row) else ""
+                raw = row[at_label] if at_label < len(row) else None
+                label = fast.get(raw) if raw is not None else None
+                if label is None:
+                    label = _label(raw)
+                if not cid or label is None:
+                    got = raw[:40] if raw else raw
+                    bad(number, f"label must be 0 or 1, got {got!r}" if cid else "no correlation_id")
+                    continue
+                labels.put(cid, label)
     except OSError as exc:
         raise ReportError(f"{path}: {exc.strerror or exc}") from None
+    except SideFileError as exc:
+        raise ReportError(str(exc)) from None
     return labels
 
 

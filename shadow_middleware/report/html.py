@@ -41,24 +41,30 @@ def _e(value: Any) -> str:
 
 
 def _nice_ticks(lo: float, hi: float) -> list[float]:
-    """About five round ticks from ``lo`` to ``hi``."""
-    if hi <= lo:
-        return [lo]
+    """About five round ticks from ``lo`` to ``hi`` (at most 12, whatever the floats: a step too small
+    to move ``t`` at this magnitude must not loop)."""
     raw = (hi - lo) / 5
-    mag = 10 ** math.floor(math.log10(raw))
+    if not raw > 0 or not math.isfinite(raw):
+        return [lo] if math.isfinite(lo) else []
+    mag = 10.0 ** math.floor(math.log10(raw))
+    if mag == 0 or not math.isfinite(lo / mag):  # a subnormal range
+        return [lo]
     step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
     first = math.ceil(lo / step) * step
     ticks = []
-    t = first
-    while t <= hi + step * 1e-9:
+    for i in range(12):
+        t = first + i * step
+        if t > hi + step * 1e-9:
+            break
         ticks.append(round(t, 12))
-        t += step
     return ticks
 
 
 def _tick_label(v: float) -> str:
     if v == 0:
         return "0"
+    if abs(v) >= 1e6:  # no wall of digits on an axis
+        return f"{v:.3g}"
     if abs(v) >= 100 or v == int(v):
         return f"{v:.0f}"
     return f"{v:.3g}"
@@ -128,9 +134,10 @@ class _Plot:
             f'<rect x="{ML}" y="{MT}" width="{W - ML - MR}" height="{H - MT - MB}" '
             'fill="none" stroke="#999"/>',
         ]
-        if self.xlog:
-            xt = [10.0**e for e in range(math.floor(self.x0), math.ceil(self.x1) + 1)]
-            xt = [t for t in xt if self.x0 - 1e-9 <= math.log10(t) <= self.x1 + 1e-9]
+        if self.xlog:  # the decades inside the range, at most about ten of them (5e-324 ms to 1e19 is 343)
+            first, last = math.ceil(self.x0 - 1e-9), math.floor(self.x1 + 1e-9)
+            every = max(1, math.ceil((last - first + 1) / 10))
+            xt = [10.0**e for e in range(first, last + 1, every)]
         else:
             xt = _nice_ticks(self.x0, self.x1)
         for t in xt:

@@ -351,6 +351,10 @@ def load_policy(path: str | Path, extra: Sequence[str] = ()) -> Policy:
         raise PolicyError(f"{path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{path}: {exc}") from None
+    except UnicodeDecodeError as exc:  # tomllib decodes first: not a TOMLDecodeError
+        raise PolicyError(f"{path}: not UTF-8 (byte {exc.start + 1})") from None
+    except RecursionError:
+        raise PolicyError(f"{path}: nested too deep") from None
     policy = Policy(given=True)
     unknown = set(doc) - {*SETTINGS, "require"}
     if unknown:

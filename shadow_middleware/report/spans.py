@@ -15,14 +15,24 @@ the spans when the exporter writes to standard output, a traceback) are skipped 
 ``ConsoleSpanExporter`` output, a pretty-printed JSON document, a log) is refused with one
 :class:`NotOTLPError` saying what was expected and what its first lines look like, instead of one
 error per line.
+
+Every line is hostile input (a candidate's answers and users' request bodies fill the attributes): a
+line longer than :data:`MAX_LINE_BYTES` is skipped unread (memory stays bounded by that cap, whatever
+the file), and a line is malformed -- reported, counted, skipped -- when a start or end time is not a
+whole number of nanoseconds in ``[0, 2**63)``, an ``intValue`` is not an integer, an attribute key is not
+a string, or attribute values nest deeper than :data:`MAX_DEPTH`. A number attribute that is not
+finite or beyond ± :data:`MAX_VALUE` is read as no value (``None``) and counted in
+:attr:`ShadowSpan.out_of_range`: no sum, mean or plot of the report can overflow.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +42,10 @@ import msgspec
 
 __all__ = [
     "EXPECTED",
+    "MAX_DEPTH",
+    "MAX_LINE_BYTES",
+    "MAX_TIME_NS",
+    "MAX_VALUE",
     "ErrorHandler",
     "NotOTLPError",
     "Progress",
@@ -55,6 +69,18 @@ MAX_PENDING = 1000  # malformed lines before the first OTLP request: messages ke
 DIAGNOSE_LINES = 1000  # how far to look for what the file is instead
 _CONSOLE_MARK = re.compile(r'"trace_id":\s*"0x[0-9a-f]{32}"')  # ConsoleSpanExporter's span context
 _OTHER_SIGNALS = {"resourceMetrics": "OTLP metrics", "resourceLogs": "OTLP logs"}
+# One export batch per line: the Collector's default batch (8,192 spans of a few KB at most) fits.
+MAX_LINE_BYTES = 16 * 2**20
+MAX_DEPTH = 32  # attribute values nest (arrays, key-value lists) at most this deep; ours: 1
+MAX_TIME_NS = 2**63 - 1  # OTLP times are fixed64; numpy's int64 holds them; year 2262
+# A recorded number beyond this is absurd for a score or a duration (1e19 ms: 300 million years); it is
+# above every int64, so an OTLP intValue (an id, a count) always reads as itself; and the report's float
+# sums and squares of such numbers stay far from overflowing.
+MAX_VALUE = 1e19
+_TIME = re.compile(r"[0-9]{1,19}")
+# what decoding a hostile line can raise (KeyError: an attribute without "key")
+_MALFORMED = (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError)
+TOO_LONG = f"line longer than {MAX_LINE_BYTES // 2**20} MiB"
 
 
 class NotOTLPError(ValueError):
@@ -86,6 +112,7 @@ class ShadowSpan:
     start_ns: int
     end_ns: int
     attributes: dict[str, Any]
+    out_of_range: int = 0  # number attributes read as None: not finite, or beyond ±MAX_VALUE
 
     @property
     def target(self) -> str:
@@ -100,30 +127,78 @@ class ShadowSpan:
         return str(self.attributes.get("shadow.outcome", ""))
 
 
-def any_value(value: Any) -> Any:
-    """Decode an OTLP/JSON ``AnyValue``."""
-    if not isinstance(value, dict):
-        return value
+def span_time(raw: Any) -> int:
+    """A start or end time in ns (a JSON string or number; missing: 0); raises ``ValueError`` unless a
+    whole number in ``[0, MAX_TIME_NS]`` (``"-5"``, 40 digits, ``Infinity`` are malformed)."""
+    if raw is None or raw == "" or raw == 0:
+        return 0
+    if isinstance(raw, str) and _TIME.fullmatch(raw):
+        t = int(raw)
+    elif isinstance(raw, int) and not isinstance(raw, bool):
+        t = raw
+    elif isinstance(raw, float) and math.isfinite(raw) and raw.is_integer():
+        t = int(raw)
+    else:
+        raise ValueError(f"time is not a whole number of nanoseconds: {str(raw)[:40]!r}")
+    if not 0 <= t <= MAX_TIME_NS:
+        raise ValueError(f"time out of range [0, 2**63): {str(raw)[:40]}")
+    return t
+
+
+def _integer(raw: Any) -> int:
+    if isinstance(raw, float) and not (math.isfinite(raw) and raw.is_integer()):
+        raise ValueError("intValue is not an integer")
+    return int(raw)  # int64 travels as a JSON string; beyond ±MAX_VALUE it reads as no value
+
+
+def any_value(value: Any, depth: int = 0) -> Any:
+    """Decode an OTLP/JSON ``AnyValue``; raises ``ValueError`` for one that cannot be (see the module)."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"attribute value nested deeper than {MAX_DEPTH}")
+    if not isinstance(value, dict):  # not an AnyValue: scalars kept, anything else is no value
+        return value if isinstance(value, str | int | float | bool) else None
     if "stringValue" in value:
-        return value["stringValue"]
+        s = value["stringValue"]
+        if s is not None and not isinstance(s, str):
+            raise ValueError("stringValue is not a string")
+        return s
     if "intValue" in value:
-        return int(value["intValue"])  # int64 travels as a JSON string
+        return _integer(value["intValue"])
     if "doubleValue" in value:
         raw = value["doubleValue"]
         return float(raw) if not isinstance(raw, str) else float(raw.replace("Infinity", "inf"))
     if "boolValue" in value:
         return bool(value["boolValue"])
     if "arrayValue" in value:
-        return [any_value(v) for v in (value["arrayValue"] or {}).get("values", [])]
+        return [any_value(v, depth + 1) for v in (value["arrayValue"] or {}).get("values", [])]
     if "kvlistValue" in value:
-        return attributes_of((value["kvlistValue"] or {}).get("values", []))
+        return attributes_of((value["kvlistValue"] or {}).get("values", []), depth + 1)
     if "bytesValue" in value:
-        return value["bytesValue"]
+        b = value["bytesValue"]
+        return b if isinstance(b, str) else None
     return None
 
 
-def attributes_of(items: Iterable[Any]) -> dict[str, Any]:
-    return {item["key"]: any_value(item.get("value")) for item in items if isinstance(item, dict)}
+def _in_range(attrs: dict[str, Any]) -> int:
+    """Set the number attributes that are not finite or beyond ±MAX_VALUE to ``None``; how many."""
+    bad = 0
+    for key, value in attrs.items():
+        number = isinstance(value, float | int) and not isinstance(value, bool)
+        if number and not -MAX_VALUE <= value <= MAX_VALUE:
+            attrs[key] = None
+            bad += 1
+    return bad
+
+
+def attributes_of(items: Iterable[Any], depth: int = 0) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if isinstance(item, dict):
+            key = item["key"]
+            if not isinstance(key, str):
+                raise ValueError("attribute key is not a string")
+            out[key] = any_value(item.get("value"), depth)
+    return out
 
 
 # ---- the typed fast path: only the fields the report reads ---------------------------------------
@@ -177,7 +252,9 @@ class _Request(msgspec.Struct):
 _decode_request = msgspec.json.Decoder(_Request, strict=False).decode
 
 
-def _typed_value(v: _Value | None) -> Any:
+def _typed_value(v: _Value | None, depth: int = 0) -> Any:
+    if depth > MAX_DEPTH:
+        raise ValueError(f"attribute value nested deeper than {MAX_DEPTH}")
     if v is None:
         return None
     s = v.stringValue
@@ -193,9 +270,9 @@ def _typed_value(v: _Value | None) -> Any:
     if b is not None:
         return b
     if v.arrayValue is not None:
-        return [_typed_value(x) for x in v.arrayValue.values or ()]
+        return [_typed_value(x, depth + 1) for x in v.arrayValue.values or ()]
     if v.kvlistValue is not None:
-        return {kv.key: _typed_value(kv.value) for kv in v.kvlistValue.values or ()}
+        return {kv.key: _typed_value(kv.value, depth + 1) for kv in v.kvlistValue.values or ()}
     return v.bytesValue
 
 
@@ -207,6 +284,7 @@ def _typed_spans(raw: bytes) -> list[ShadowSpan]:
         for scope_spans in resource_spans.scopeSpans or resource_spans.instrumentationLibrarySpans or ():
             for span in scope_spans.spans or ():
                 attrs: dict[str, Any] = {}
+                bad = 0
                 for kv in span.attributes or ():
                     v = kv.value
                     if v is not None:  # the scalars inline
@@ -219,6 +297,12 @@ def _typed_spans(raw: bytes) -> list[ShadowSpan]:
                                     x = v.boolValue
                                     if x is None:
                                         x = _typed_value(v)
+                                elif not -MAX_VALUE <= x <= MAX_VALUE:
+                                    x = None
+                                    bad += 1
+                            elif not -MAX_VALUE <= x <= MAX_VALUE:  # also NaN
+                                x = None
+                                bad += 1
                         attrs[kv.key] = x
                     else:
                         attrs[kv.key] = None
@@ -229,20 +313,39 @@ def _typed_spans(raw: bytes) -> list[ShadowSpan]:
                         span.traceId,
                         span.spanId,
                         span.name,
-                        int(span.startTimeUnixNano or 0),
-                        int(span.endTimeUnixNano or 0),
+                        span_time(span.startTimeUnixNano),
+                        span_time(span.endTimeUnixNano),
                         attrs,
+                        bad,
                     )
                 )
     return out
 
 
-def _open(path: str | Path) -> IO[str]:
-    with open(path, "rb") as probe:
-        gzipped = probe.read(2) == b"\x1f\x8b"
-    if gzipped:
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
+def capped_lines(
+    f: IO[bytes], cap: int = MAX_LINE_BYTES, broken: list[str] | None = None
+) -> Iterator[bytes | None]:
+    """The lines of ``f`` (newline kept), ``None`` for a line longer than ``cap`` bytes: that line is
+    read past ``cap`` bytes at a time and never held whole (``for line in f`` would hold it).
+
+    A gzip stream that is truncated (a file still being written) or corrupt ends the lines; with
+    ``broken`` given, what was wrong is appended to it instead of raised."""
+    try:
+        readline = f.readline
+        while True:
+            line = readline(cap)
+            if not line:
+                return
+            if len(line) < cap or line.endswith(b"\n"):
+                yield line
+                continue
+            while (rest := readline(cap)) and not rest.endswith(b"\n"):
+                pass
+            yield None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        if broken is None:
+            raise
+        broken.append(f"gzip data truncated or corrupt ({exc}); the rest of the file is skipped")
 
 
 def _spans_in_request(doc: Any) -> Iterator[ShadowSpan]:
@@ -253,13 +356,15 @@ def _spans_in_request(doc: Any) -> Iterator[ShadowSpan]:
                 attrs = attributes_of(span.get("attributes") or ())
                 if "shadow.target" not in attrs or "shadow.outcome" not in attrs:
                     continue  # another instrumentation's span
+                bad = _in_range(attrs)
                 yield ShadowSpan(
                     trace_id=str(span.get("traceId", "")),
                     span_id=str(span.get("spanId", "")),
                     name=str(span.get("name", "")),
-                    start_ns=int(span.get("startTimeUnixNano") or 0),
-                    end_ns=int(span.get("endTimeUnixNano") or 0),
+                    start_ns=span_time(span.get("startTimeUnixNano")),
+                    end_ns=span_time(span.get("endTimeUnixNano")),
                     attributes=attrs,
+                    out_of_range=bad,
                 )
 
 
@@ -268,11 +373,14 @@ def _looks_like(path: str | Path, first: list[tuple[str, Any]]) -> str:
 
     ``first``: its first non-empty lines (at most :data:`PROBE_LINES`), each with its parsed JSON
     (``None`` when the line is not JSON)."""
-    with _open(path) as lines:
-        for number, line in enumerate(lines):
+    with open(path, "rb") as raw_file:
+        gzipped = raw_file.read(2) == b"\x1f\x8b"
+        raw_file.seek(0)
+        f: IO[bytes] = gzip.GzipFile(fileobj=raw_file) if gzipped else raw_file  # type: ignore[assignment]
+        for number, raw in enumerate(capped_lines(f, broken=[])):
             if number >= DIAGNOSE_LINES:
                 break
-            if _CONSOLE_MARK.search(line):
+            if raw is not None and _CONSOLE_MARK.search(raw.decode("utf-8", errors="replace")):
                 return "looks like ConsoleSpanExporter output"
     for _line, doc in first:
         if isinstance(doc, dict):
@@ -331,16 +439,30 @@ def read_span_batches(
             gzipped = raw_file.read(2) == b"\x1f\x8b"
             raw_file.seek(0)
             lines: IO[bytes] = gzip.GzipFile(fileobj=raw_file) if gzipped else raw_file  # type: ignore[assignment]
-            for number, line in enumerate(lines, start=1):
+            broken: list[str] = []
+            number = 0
+            for number, line in enumerate(capped_lines(lines, broken=broken), start=1):
                 if on_progress is not None and number % 16 == 0:
                     on_progress(done + raw_file.tell())
+                if line is None:  # too long to read: malformed, whatever it holds
+                    if confirmed:
+                        if on_error is not None:
+                            on_error(str(path), number, TOO_LONG)
+                        continue
+                    if len(pending) < MAX_PENDING:
+                        pending.append((number, TOO_LONG))
+                    else:
+                        pending_more.append(number)
+                    if len(probe) < PROBE_LINES:
+                        probe.append(("", None))
+                    continue
                 if not line.strip():
                     continue
                 if confirmed:
                     try:
                         yield _typed_spans(line)
                         continue
-                    except (msgspec.DecodeError, ValueError, TypeError):
+                    except (msgspec.DecodeError, ValueError, TypeError, OverflowError, RecursionError):
                         pass  # the general way below decides, and reports what is wrong
                 text = line.decode("utf-8", errors="replace")
                 doc: Any = None
@@ -357,7 +479,7 @@ def read_span_batches(
                     doc = json.loads(text)
                     if not isinstance(doc, dict):
                         raise ValueError("not a JSON object")
-                    spans = list(_spans_in_request(doc))
+                    # an OTLP request confirms the file even when one of its spans is malformed
                     if not confirmed and "resourceSpans" in doc:
                         confirmed = True
                         if on_error is not None:
@@ -368,8 +490,10 @@ def read_span_batches(
                         if skipped is not None:
                             skipped.merge(others)
                         probe, pending, pending_more, others = [], [], [], Skipped()
-                except (ValueError, TypeError, AttributeError, KeyError) as exc:
-                    message = f"{type(exc).__name__}: {exc}"
+                    spans = list(_spans_in_request(doc))
+                except _MALFORMED as exc:
+                    # the message quotes at most a little of the line (the CLI escapes it for a terminal)
+                    message = f"{type(exc).__name__}: {str(exc)[:200]}"
                     if confirmed:
                         if on_error is not None:
                             on_error(str(path), number, message)
@@ -384,6 +508,8 @@ def read_span_batches(
                         probe.append((text.strip()[:200], doc))
                     continue
                 yield spans
+            if broken and on_error is not None:  # counted as one malformed line, the one that broke
+                on_error(str(path), number + 1, broken[0])
             done += os.fstat(raw_file.fileno()).st_size
         if on_progress is not None:
             on_progress(done)

@@ -85,9 +85,11 @@ class Reservoir(Generic[T]):
     """Keep all items up to ``capacity``, then a uniform sample of that size (seeded).
 
     Li's Algorithm L: instead of a random draw per item (Algorithm R), it draws how many items to skip
-    before the next replacement, so a full reservoir costs a counter increment per item."""
+    before the next replacement, so a full reservoir costs a counter increment per item. The generator
+    (5 KB of state) is created when the reservoir first fills: a report keeps several reservoirs per
+    target/route group, most never full."""
 
-    __slots__ = ("_next", "_rng", "_w", "capacity", "items", "seen")
+    __slots__ = ("_next", "_rng", "_seed", "_w", "capacity", "items", "seen")
 
     def __init__(self, capacity: int, seed: int = 0) -> None:
         if capacity < 1:
@@ -95,12 +97,15 @@ class Reservoir(Generic[T]):
         self.capacity = capacity
         self.items: list[T] = []
         self.seen = 0
-        self._rng = random.Random(seed)
+        self._seed = seed
+        self._rng: random.Random | None = None
         self._w = 1.0
         self._next = 0  # the 1-based index of the next item that enters a full reservoir
 
     def _skip(self) -> None:
         rng = self._rng
+        if rng is None:
+            rng = self._rng = random.Random(self._seed)
         self._w *= math.exp(math.log(1.0 - rng.random()) / self.capacity)
         if self._w >= 1.0:  # underflow of the log below; practically unreachable
             self._w = 1.0 - 1e-16
@@ -115,6 +120,7 @@ class Reservoir(Generic[T]):
             if len(self.items) == self.capacity:
                 self._skip()
             return
+        assert self._rng is not None  # created by _skip when the reservoir filled
         self.items[self._rng.randrange(self.capacity)] = item
         self._skip()
 

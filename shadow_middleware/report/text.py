@@ -7,8 +7,9 @@ from typing import Any
 
 from .._outcomes import OUTCOMES
 from .build import LATENCY_BASES
-from .format import fmt
+from .format import clean, fmt
 from .metrics import LATENCY_METRICS, QUALITY_METRICS
+from .spans import MAX_VALUE
 
 __all__ = ["fmt_p", "format_text", "latency_note", "status_matrix", "why_rows"]
 
@@ -23,6 +24,7 @@ def fmt_p(value: float | None) -> str:
 
 
 def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    rows = [[clean(c) for c in row] for row in rows]  # escaped first: the widths are what is shown
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = []
     for row in rows:
@@ -97,6 +99,16 @@ def format_text(report: Mapping[str, Any]) -> str:
             f"{join['conflicting_ids']} id(s) with conflicting labels dropped"
             f"{', ' + str(join['duplicate_rows']) + ' repeated row(s)' if join['duplicate_rows'] else ''}"
         )
+    if report["duplicate_spans"]:
+        lines.append(f"({report['duplicate_spans']} duplicate span(s) ignored: same traceId and spanId)")
+    if report["spans_beyond_max_groups"]:
+        lines.append(
+            f"({report['spans_beyond_max_groups']} span(s) of target/route groups beyond the first "
+            f"{report['max_groups']} not reported: no promotion without them)"
+        )
+    if report["out_of_range_values"]:
+        n = report["out_of_range_values"]
+        lines.append(f"({n} recorded number(s) not finite or beyond ±{MAX_VALUE:g} ignored)")
     for g in report["targets"]:
         o = g["outcomes"]
         lines.append("")
@@ -264,4 +276,5 @@ def format_text(report: Mapping[str, Any]) -> str:
             "replace the default rules"
         )
     lines.append(f"verdict: {report['verdict'].upper()} (exit status {report['exit_code']})")
-    return "\n".join(lines) + "\n"
+    # every line is one of ours: a control character in one came from the input (a route, an id...)
+    return "\n".join(clean(line) for line in lines) + "\n"
