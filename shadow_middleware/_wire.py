@@ -30,11 +30,8 @@ import re
 import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import quote, unquote
-
-if TYPE_CHECKING:
-    from ._config import ShadowTarget
 
 __all__ = [
     "CREDENTIAL_NAME_PARTS",
@@ -42,6 +39,7 @@ __all__ = [
     "NEVER_FORWARD",
     "REDACTED",
     "TARGET_HEADERS_FORBIDDEN",
+    "Destination",
     "HeaderFilter",
     "ShadowURL",
     "TLSFiles",
@@ -305,9 +303,34 @@ def forwarded_headers(headers: Iterable[tuple[str, str]], credentials: HeaderFil
     ]
 
 
+class Destination(Protocol):
+    """The validated parts of a target this module reads (``_config.ShadowTarget`` has them).
+
+    A protocol, not an import: this module depends on nothing above it in the package, so a
+    reviewer reads it alone, and ``_config`` may import from it without a circle.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def url(self) -> str | None: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def scheme(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def tls(self) -> TLSFiles | None: ...
+
+
 def outgoing_headers(
     forwarded: Iterable[tuple[str, str]],
-    target: ShadowTarget,
+    target: Destination,
     target_names: frozenset[str],
     propagation: Mapping[str, str],
 ) -> list[tuple[str, str]]:
@@ -364,7 +387,7 @@ def redact_query(query: str) -> str:
     return "&".join(parts)
 
 
-def shadow_url(target: ShadowTarget, path: str, query: str) -> ShadowURL:
+def shadow_url(target: Destination, path: str, query: str) -> ShadowURL:
     """The destination of a copy of a request with ``path`` and ``query`` to ``target``.
 
     ``path`` is the request's percent-encoded path. With ``url=`` the target's exact
@@ -378,7 +401,7 @@ def shadow_url(target: ShadowTarget, path: str, query: str) -> ShadowURL:
     return ShadowURL(target.scheme, target.host, target.port, host_header(target), full, target.tls)
 
 
-def host_header(target: ShadowTarget) -> str:
+def host_header(target: Destination) -> str:
     """The ``Host`` header for ``target``: the port only when it is not the scheme's default."""
     host = f"[{target.host}]" if ":" in target.host else target.host
     default = 443 if target.scheme == "https" else 80
