@@ -12,71 +12,27 @@ import pytest
 from shadow_middleware._http import BadHTTPResponse, IncompleteResponse, MiniHTTPClient
 from shadow_middleware._wire import ShadowURL
 
+from .rawserver import Handler, RawServer, serving
+
 Script = Callable[[socket.socket, bytes], bool]  # (connection, request bytes) -> keep serving?
 
 
-class RawServer:
-    def __init__(self, script: Script) -> None:
-        self.script = script
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+def scripted(script: Script) -> Handler:
+    """Run ``script`` on each request of a connection, until it says stop."""
 
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
+    def handler(srv: RawServer, conn: socket.socket) -> None:
+        while (request := srv.read_request(conn)) is not None:
+            if not script(conn, request.partition(b"\r\n\r\n")[0]):
                 return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
-    def _serve(self, conn: socket.socket) -> None:
-        buf = b""
-        with conn:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    buf += chunk
-                head, _, rest = buf.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                while len(rest) < length:
-                    rest += conn.recv(65536)
-                self.requests.append(head + b"\r\n\r\n" + rest[:length])
-                buf = rest[length:]
-                try:
-                    if not self.script(conn, head):
-                        return
-                except OSError:
-                    return
-
-    def url(self, path: str = "/p?q=1") -> ShadowURL:
-        return ShadowURL("http", "127.0.0.1", self.port, f"127.0.0.1:{self.port}", path)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.sock.close()
+    return handler
 
 
 @pytest.fixture
-def server(request: pytest.FixtureRequest) -> Iterator[Callable[[Script], RawServer]]:
+def server() -> Iterator[Callable[[Script], RawServer]]:
     made: list[RawServer] = []
-
-    def make(script: Script) -> RawServer:
-        made.append(RawServer(script))
-        return made[-1]
-
-    yield make
+    make = serving(made)
+    yield lambda script: make(scripted(script))
     for s in made:
         s.close()
 
@@ -120,7 +76,7 @@ def test_keep_alive_reuses_one_connection_and_sends_a_well_formed_request(
     server: Callable[[Script], RawServer],
 ) -> None:
     s = server(reply(b'{"ok": true}'))
-    results = run(send_many(s.url(), 5))
+    results = run(send_many(s.url("/p?q=1"), 5))
     assert [r.status for r in results] == [200] * 5  # type: ignore[attr-defined]
     assert all(r.body == b'{"ok": true}' for r in results)  # type: ignore[attr-defined]
     assert s.connections == 1
@@ -138,7 +94,7 @@ def test_chunked_response_with_trailers(server: Callable[[Script], RawServer]) -
         return True
 
     s = server(script)
-    results = run(send_many(s.url(), 3))
+    results = run(send_many(s.url("/p?q=1"), 3))
     assert [r.body for r in results] == [b'{"a": 1}'] * 3  # type: ignore[attr-defined]
     assert s.connections == 1
 
@@ -149,7 +105,7 @@ def test_interim_1xx_is_skipped_and_http10_closes(server: Callable[[Script], Raw
         return False
 
     s = server(script)
-    results = run(send_many(s.url(), 2))
+    results = run(send_many(s.url("/p?q=1"), 2))
     assert [(r.status, r.body) for r in results] == [(201, b"hi")] * 2  # type: ignore[attr-defined]
     assert s.connections == 2  # HTTP/1.0 without keep-alive: a new connection each time
 
@@ -160,15 +116,15 @@ def test_read_until_close_and_cap(server: Callable[[Script], RawServer]) -> None
         return False
 
     s = server(script)
-    (whole,) = run(send_many(s.url(), 1))
+    (whole,) = run(send_many(s.url("/p?q=1"), 1))
     assert whole.body == b"x" * 5000 and not whole.truncated  # type: ignore[attr-defined]
-    (capped,) = run(send_many(s.url(), 1, cap=100))
+    (capped,) = run(send_many(s.url("/p?q=1"), 1, cap=100))
     assert capped.body == b"x" * 100 and capped.truncated  # type: ignore[attr-defined]
 
 
 def test_capped_body_drops_the_connection(server: Callable[[Script], RawServer]) -> None:
     s = server(reply(b"y" * 10_000))
-    results = run(send_many(s.url(), 3, cap=10))
+    results = run(send_many(s.url("/p?q=1"), 3, cap=10))
     assert all(r.truncated and r.body == b"y" * 10 for r in results)  # type: ignore[attr-defined]
     assert s.connections == 3  # never reused with unread bytes on it
 
@@ -182,8 +138,8 @@ def test_head_and_204_have_no_body(server: Callable[[Script], RawServer]) -> Non
         return True
 
     s = server(script)
-    (h,) = run(send_many(s.url(), 1, method="HEAD"))
-    (n,) = run(send_many(s.url(), 1))
+    (h,) = run(send_many(s.url("/p?q=1"), 1, method="HEAD"))
+    (n,) = run(send_many(s.url("/p?q=1"), 1))
     assert (h.status, h.body, n.status, n.body) == (200, b"", 204, b"")  # type: ignore[attr-defined]
 
 
@@ -209,7 +165,7 @@ def test_bad_framing_is_an_error_and_the_connection_is_dropped(
         return False
 
     s = server(script)
-    results = run(send_many(s.url(), 2))
+    results = run(send_many(s.url("/p?q=1"), 2))
     assert all(isinstance(r, (BadHTTPResponse, IncompleteResponse)) for r in results), results
     assert isinstance(results[0], error)
     assert s.connections == 2
@@ -232,12 +188,12 @@ def test_timeout_closes_the_connection_and_the_client_recovers(server: Callable[
         out: list[object] = []
         for _ in range(3):
             try:
-                await client.send("POST", s.url(), [], b"x", 0.2)
+                await client.send("POST", s.url("/p?q=1"), [], b"x", 0.2)
             except TimeoutError as exc:
                 out.append(exc)
         state["stall"] = False
         for _ in range(3):
-            out.append(await client.send("POST", s.url(), [], b"x", 1.0))
+            out.append(await client.send("POST", s.url("/p?q=1"), [], b"x", 1.0))
         await client.close()
         return out
 
@@ -259,7 +215,7 @@ def test_connection_closed_after_an_answer_is_not_reused_and_nothing_is_resent(
         client = MiniHTTPClient(1024)
         out: list[object] = []
         for _ in range(4):
-            out.append(await client.send("POST", s.url(), [], b"x", 2.0))
+            out.append(await client.send("POST", s.url("/p?q=1"), [], b"x", 2.0))
             await asyncio.sleep(0.02)  # the close reaches us before the next request
         await client.close()
         return out
@@ -274,7 +230,9 @@ def test_header_values_cannot_smuggle_lines(server: Callable[[Script], RawServer
 
     async def scenario() -> None:
         client = MiniHTTPClient(1024)
-        await client.send("POST", s.url(), [("x-ok", "1"), ("x-evil", "a\r\nInjected: yes")], b"", 1.0)
+        await client.send(
+            "POST", s.url("/p?q=1"), [("x-ok", "1"), ("x-evil", "a\r\nInjected: yes")], b"", 1.0
+        )
         await client.close()
 
     run(scenario())

@@ -10,7 +10,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ import pytest
 
 from shadow_middleware import Shadow, ShadowConfig, ShadowTarget
 from shadow_middleware._config import describe
+
+from .rawserver import RawServer
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 
@@ -58,73 +59,19 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {p.stem + p.suffix: str(p) for p in d.iterdir()}
 
 
-class TLSServer:
-    """Requires a client certificate signed by ``ca``; answers every request with ANSWER."""
-
-    def __init__(self, pki: dict[str, str]) -> None:
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(pki["server.pem"], pki["server.key"])
-        self.ctx.load_verify_locations(pki["ca.pem"])
-        self.ctx.verify_mode = ssl.CERT_REQUIRED
-        self.handshakes = 0
-        self.refused = 0
-        self.requests = 0
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, raw: socket.socket) -> None:
-        raw.settimeout(5)
-        try:
-            conn = self.ctx.wrap_socket(raw, server_side=True)
-        except (ssl.SSLError, OSError):
-            self.refused += 1
-            raw.close()
-            return
-        self.handshakes += 1
-        with conn:
-            buf = b""
-            try:
-                while True:
-                    while b"\r\n\r\n" not in buf:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            return
-                        buf += chunk
-                    head, _, buf = buf.partition(b"\r\n\r\n")
-                    length = next(
-                        (
-                            int(line.split(b":")[1])
-                            for line in head.split(b"\r\n")
-                            if line.lower().startswith(b"content-length:")
-                        ),
-                        0,
-                    )
-                    while len(buf) < length:
-                        buf += conn.recv(65536)
-                    buf = buf[length:]
-                    self.requests += 1
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ANSWER), ANSWER))
-            except (ssl.SSLError, OSError):
-                return
-
-    def close(self) -> None:
-        self.sock.close()
+def answer_every_request(srv: RawServer, conn: socket.socket) -> None:
+    while srv.read_request(conn) is not None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ANSWER), ANSWER))
 
 
 @pytest.fixture
-def server(pki: dict[str, str]) -> Iterator[TLSServer]:
-    s = TLSServer(pki)
+def server(pki: dict[str, str]) -> Iterator[RawServer]:
+    """Requires a client certificate signed by ``ca``; answers every request with ANSWER."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki["server.pem"], pki["server.key"])
+    ctx.load_verify_locations(pki["ca.pem"])
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    s = RawServer(answer_every_request, tls=ctx)
     yield s
     s.close()
 
@@ -149,7 +96,7 @@ def run_engine(targets: list[ShadowTarget], n: int = 2) -> dict[str, dict[str, i
 
 
 def test_mutual_tls_with_the_targets_own_ca_and_client_certificate(
-    server: TLSServer, pki: dict[str, str]
+    server: RawServer, pki: dict[str, str]
 ) -> None:
     base = f"https://127.0.0.1:{server.port}"
     mtls = ShadowTarget(
@@ -173,7 +120,7 @@ def test_mutual_tls_with_the_targets_own_ca_and_client_certificate(
     assert stats["mtls"]["match"] == 2 and stats["both"]["match"] == 2
     for name in ("no-cert", "wrong-ca", "system"):
         assert stats[name]["error"] == 2, (name, stats[name])
-    assert server.requests == 4
+    assert len(server.requests) == 4
     assert server.handshakes == 2  # keep-alive: one connection per working target, reused
 
 

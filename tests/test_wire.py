@@ -30,79 +30,16 @@ from shadow_middleware._wire import (
     unsafe_path,
 )
 
+from .rawserver import Handler, serving
+from .rawserver import RawServer as Raw
+
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
-class Raw:
-    """A server on 127.0.0.1: each connection runs ``handler(server, conn)``."""
-
-    def __init__(self, handler: Callable[[Raw, socket.socket], None]) -> None:
-        self.handler = handler
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self.closed_by_peer = threading.Event()
-        self.sent: int | None = None  # bytes an endless answer managed to write
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self._buffers: dict[socket.socket, bytes] = {}
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                self.handler(self, conn)
-            except OSError:
-                pass
-
-    def read_request(self, conn: socket.socket) -> bytes | None:
-        """One whole request (head and Content-Length body); None at EOF."""
-        buf = self._buffers.get(conn, b"")
-        while b"\r\n\r\n" not in buf:
-            chunk = conn.recv(65536)
-            if not chunk:
-                self.closed_by_peer.set()
-                return None
-            buf += chunk
-        head, _, rest = buf.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        while len(rest) < length:
-            rest += conn.recv(65536)
-        self._buffers[conn] = rest[length:]
-        request = head + b"\r\n\r\n" + rest[:length]
-        self.requests.append(request)
-        return request
-
-    def url(self, path: str = "/p") -> ShadowURL:
-        return ShadowURL("http", "127.0.0.1", self.port, f"127.0.0.1:{self.port}", path)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture
-def serve() -> Iterator[Callable[[Callable[[Raw, socket.socket], None]], Raw]]:
+def serve() -> Iterator[Callable[[Handler], Raw]]:
     made: list[Raw] = []
-
-    def make(handler: Callable[[Raw, socket.socket], None]) -> Raw:
-        made.append(Raw(handler))
-        return made[-1]
-
-    yield make
+    yield serving(made)
     for s in made:
         s.close()
 
