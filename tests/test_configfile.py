@@ -23,7 +23,8 @@ import pytest
 from shadow_middleware import Compare, ShadowConfig, ShadowTarget
 from shadow_middleware.__main__ import main
 from shadow_middleware._config import describe
-from shadow_middleware._configfile import ConfigErrors, ConfigLoader, _Where
+from shadow_middleware._configerrors import _Where
+from shadow_middleware._configfile import ConfigErrors, ConfigLoader
 
 ROOT = Path(__file__).resolve().parent.parent
 

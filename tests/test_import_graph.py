@@ -21,6 +21,9 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
 def imported_names(path: Path) -> set[str]:
     """Every absolute module name ``path`` imports, with ``from x import y`` also naming ``x.y``
     (``y`` may be a submodule)."""
@@ -36,14 +39,16 @@ def imported_names(path: Path) -> set[str]:
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
-            found.add(module)
-            found.update(f"{module}.{alias.name}" for alias in node.names)
+            submodules = {f"{module}.{alias.name}" for alias in node.names}
+            found.update(submodules)
+            if not submodules <= MODULES.keys():
+                # ``from . import stats`` imports the submodule; the package is loaded already
+                found.add(module)
     return found
 
 
 def graph() -> dict[str, set[str]]:
-    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    return {name: (imported_names(path) & modules.keys()) - {name} for name, path in modules.items()}
+    return {name: (imported_names(path) & MODULES.keys()) - {name} for name, path in MODULES.items()}
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
