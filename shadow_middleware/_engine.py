@@ -95,7 +95,11 @@ class Shadow:
 
     def _machinery(self) -> Pipeline | HelperClient:
         if self.config.isolation == "process":
-            return HelperClient(self.config, self._rates)
+            client = HelperClient(self.config, self._rates)
+            # An engine collected without close() (a test suite's app) ends its pipeline in the
+            # process's shared helper; the last one lets the helper exit.
+            weakref.finalize(self, client.release)
+            return client
         return Pipeline(self.config, self._telemetry, self._rates)
 
     # ---- public API --------------------------------------------------------------
