@@ -235,6 +235,13 @@ class Dispatcher:
             self._push_locked(_Work.EMIT, record)
         return None
 
+    def later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the loop in ``delay`` seconds (any thread; one self-pipe write)."""
+        try:
+            self._loop.call_soon_threadsafe(self._loop.call_later, delay, callback)
+        except RuntimeError:  # loop closed
+            pass
+
     def _push_locked(self, kind: _Work, payload: Any) -> None:
         self._inbox.append((kind, payload))
         if not self._wake_pending:

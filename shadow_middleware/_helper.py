@@ -66,6 +66,7 @@ POLL_EVERY = 0.002
 ACTIVE_FOR = 0.1
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _DROPPED = OUTCOMES.index(Outcome.DROPPED)
+_DROPPED_NAME = str(Outcome.DROPPED)
 
 
 class Outbox:
@@ -396,8 +397,13 @@ class Engines:
         if pipeline is None:
             return
         targets = pipeline.config.targets
-        for index, route, outcome, count in message[2]:
-            pipeline.telemetry.count_outcomes(targets[index].name, route, outcome, count)
+        for index, route, outcome, count, reason in message[2]:
+            name = targets[index].name
+            if outcome == _DROPPED_NAME:
+                # Refused in the app: no span of its own, a share of the interval's coalesced one.
+                pipeline.coalesce(name, route, reason, count, route.partition(" ")[0], "", "")
+            else:
+                pipeline.telemetry.count_outcomes(name, route, outcome, count)
 
     def flush(self, message: Any) -> None:
         _, engine, flush_id, timeout = message

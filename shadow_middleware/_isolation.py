@@ -566,7 +566,7 @@ class _Link:
         for seq, (client, route, targets, owner) in list(self.inflight.items()):
             if owner is helper:
                 del self.inflight[seq]
-                client.count_locked(route, targets, _DROPPED)
+                client.count_locked(route, targets, _DROPPED, Reason.HELPER_RESTART)
                 lost += len(targets)
         self.cond.notify_all()
         if self.helper is not helper:
@@ -679,7 +679,7 @@ class HelperClient:
         self._config_data = config_data(config)
         self.counts = [[0] * len(OUTCOMES) for _ in config.targets]
         # Exchanges counted here, not yet in the helper's shadow.requests metric.
-        self._uncounted: dict[tuple[int, str, str], int] = {}
+        self._uncounted: dict[tuple[int, str, str, str], int] = {}
         self.closed = False
         self.errors = 0
         self.helper_errors = 0
@@ -794,18 +794,18 @@ class HelperClient:
         except Exception as exc:
             self.error(exc)
             with lock:
-                self.count_locked(cap.route, targets, _SKIPPED)
+                self.count_locked(cap.route, targets, _SKIPPED, Reason.INTERNAL_ERROR)
             return
         with lock:
             if self.closed:
-                self.count_locked(cap.route, targets, _DROPPED)
+                self.count_locked(cap.route, targets, _DROPPED, Reason.SHUTDOWN)
                 return
             helper = link.helper_locked()
             if helper is None:
-                self.count_locked(cap.route, targets, _DROPPED)  # lost, waiting for a restart
+                self.count_locked(cap.route, targets, _DROPPED, Reason.HELPER_RESTART)  # lost, waiting
                 return
             if link.out and not link.write_locked(helper):
-                self.count_locked(cap.route, targets, _DROPPED)  # the socket is full: queue_full
+                self.count_locked(cap.route, targets, _DROPPED, Reason.QUEUE_FULL)  # the socket is full
                 return
             link.inflight[seq] = (self, cap.route, targets, helper)
             try:
@@ -815,24 +815,26 @@ class HelperClient:
             except OSError:
                 # The helper is gone; the reader thread sees its EOF and counts what it had.
                 del link.inflight[seq]
-                self.count_locked(cap.route, targets, _DROPPED)
+                self.count_locked(cap.route, targets, _DROPPED, Reason.HELPER_RESTART)
                 return
             if sent == 0:
                 del link.inflight[seq]
-                self.count_locked(cap.route, targets, _DROPPED)
+                self.count_locked(cap.route, targets, _DROPPED, Reason.QUEUE_FULL)
                 return
             if sent < len(data):
                 link.out.append(memoryview(data)[sent:])
             elif self._uncounted:
                 self.queue_counts_locked(link)
 
-    def count_locked(self, route: str, targets: tuple[int, ...], outcome: int) -> None:
+    def count_locked(self, route: str, targets: tuple[int, ...], outcome: int, reason: str) -> None:
+        """Count an outcome decided here; the helper gets it for its metric and, for a
+        refusal, the coalesced span of its interval (``shadow.coalesced_count``)."""
         counts = self.counts
         uncounted = self._uncounted
         name = OUTCOMES[outcome]
         for t in targets:
             counts[t][outcome] += 1
-            key = (t, route, name)
+            key = (t, route, name, str(reason))
             uncounted[key] = uncounted.get(key, 0) + 1
 
     def queue_counts_locked(self, link: _Link) -> None:
@@ -840,7 +842,7 @@ class HelperClient:
         helper = link.helper
         if not self._uncounted or helper is None:
             return
-        items = [(t, route, outcome, n) for (t, route, outcome), n in self._uncounted.items()]
+        items = [(t, route, outcome, n, reason) for (t, route, outcome, reason), n in self._uncounted.items()]
         self._uncounted = {}
         link.out.append(memoryview(frame((COUNTS, self.engine, items))))
         link.write_locked(helper)
@@ -894,7 +896,7 @@ class HelperClient:
                 link.closed.pop(self.engine, None)
             for seq in self._inflight_locked():
                 _, route, targets, _ = link.inflight.pop(seq)
-                self.count_locked(route, targets, _DROPPED)
+                self.count_locked(route, targets, _DROPPED, Reason.SHUTDOWN)
             last = not link.clients
             if last:
                 link._stop_if_unused_locked()

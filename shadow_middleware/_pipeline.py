@@ -38,6 +38,12 @@ default_client: Callable[[int], HTTPClient] = MiniHTTPClient
 # An outcome decided in a request thread, waiting for its span on the dispatcher's thread.
 _Record = tuple[Result, Any, list[tuple[str, str]], int, int]
 
+#: Refusals (``dropped``) are coalesced: counted at once, but one span per target, route and
+#: reason every COALESCE_EVERY seconds (and at flush / close), carrying the count
+#: (``shadow.coalesced_count``). A refused shadow must cost next to nothing: a span per refusal
+#: made the shadow machinery busiest exactly when a slow candidate had most requests refused.
+COALESCE_EVERY = 1.0
+
 
 class Pipeline:
     """Parameters:
@@ -68,6 +74,9 @@ class Pipeline:
         self._incomplete: dict[int, None] = {}
         self._flush_waiters = 0
         self.internal_errors = 0
+        # (target, route, reason) -> [count, method, path, query, first time_ns]
+        self._coalesced: dict[tuple[str, str, str], list[Any]] = {}
+        self._coalesce_armed = False
 
     # ---- counters ----------------------------------------------------------------
 
@@ -112,8 +121,13 @@ class Pipeline:
 
     def end_early(self, tap: Tap, state: TargetState, outcome: Outcome, reason: Reason) -> None:
         """An exchange that ends before any shadow call (skipped, dropped): counted here,
-        its span recorded on the dispatcher thread, never in the request's."""
+        its span recorded on the dispatcher thread, never in the request's; a refusal
+        (dropped) only adds to its coalesced span."""
         target = state.target
+        if outcome is Outcome.DROPPED:
+            self._count(target.name, outcome, tap, False)
+            self.coalesce(target.name, tap.route, reason, 1, tap.method, tap.path, tap.query)
+            return
         result = early_result(
             target, tap.route, tap.method, shadow_url(target, tap.path, tap.query), outcome, reason
         )
@@ -136,6 +150,42 @@ class Pipeline:
                 self.error(exc)
             finally:
                 self._retire(seq)
+
+    def coalesce(
+        self, target: str, route: str, reason: str, count: int, method: str, path: str, query: str
+    ) -> None:
+        """Add ``count`` refusals (already counted) to the coalesced span of their interval."""
+        key = (target, route, reason)
+        with self._lock:
+            entry = self._coalesced.get(key)
+            if entry is not None:
+                entry[0] += count
+                return
+            self._coalesced[key] = [count, method, path, query, time.time_ns()]
+            arm = not self._coalesce_armed
+            self._coalesce_armed = True
+            closed = self._closed
+        if closed:
+            self.flush_coalesced()  # shutting down: nothing left to protect
+        elif arm:
+            self._dispatcher_for_process().later(COALESCE_EVERY, self.flush_coalesced)
+
+    def flush_coalesced(self) -> None:
+        """Record the coalesced spans (and their ``shadow.requests`` counts) of the interval."""
+        with self._lock:
+            table, self._coalesced = self._coalesced, {}
+            self._coalesce_armed = False
+        for (name, route, reason), (count, method, path, query, _) in table.items():
+            try:
+                target = self.states[name].target
+                result = early_result(
+                    target, route, method, shadow_url(target, path, query), Outcome.DROPPED, Reason(reason)
+                )
+                result.coalesced_count = count
+                # A root span: it stands for many requests, of as many traces.
+                self._telemetry.finish(None, result)
+            except Exception as exc:
+                self.error(exc)
 
     def deliver(self, jobs: list[Job], primary: Primary) -> None:
         dispatcher = self._dispatcher
@@ -215,7 +265,9 @@ class Pipeline:
                 self._cond.notify_all()
 
     def flush(self, timeout: float) -> bool:
-        """Wait until every job accepted so far has finished and its span ended."""
+        """Wait until every job accepted so far has finished and its span ended (and the
+        coalesced spans of refusals so far are recorded)."""
+        self.flush_coalesced()
         deadline = time.monotonic() + timeout
         with self._cond:
             horizon = self._seq

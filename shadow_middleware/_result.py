@@ -34,3 +34,5 @@ class Result:
     decision_flip: bool | None = None
     # |primary - candidate| of the first of Compare.fields that is a number on both sides
     score_abs_diff: float | None = None
+    # A coalesced span: this many refusals of one (target, route, reason) in one interval
+    coalesced_count: int | None = None

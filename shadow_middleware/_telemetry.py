@@ -177,7 +177,7 @@ class Telemetry:
             attrs = {"shadow.target": key[0], "shadow.route": key[1], "shadow.outcome": key[2]}
             if len(self._metric_attrs) < 10_000:
                 self._metric_attrs[key] = attrs
-        self._requests.add(1, attrs)
+        self._requests.add(result.coalesced_count or 1, attrs)
         if result.candidate_ms is not None:
             self._candidate_duration.record(result.candidate_ms / 1000.0, attrs)
         if result.decision_flip or result.score_abs_diff is not None:
@@ -236,6 +236,8 @@ def _span_attributes(r: Result) -> dict[str, Any]:
         attrs["shadow.request.body." + suffix] = scalar
     if r.error_type is not None:
         attrs["error.type"] = r.error_type
+    if r.coalesced_count is not None:
+        attrs["shadow.coalesced_count"] = r.coalesced_count
     return attrs
 
 

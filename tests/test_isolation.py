@@ -390,8 +390,14 @@ def test_a_full_socket_drops_and_counts_queue_full(
     final = shadow.stats()
     assert sum(final.values()) == 21, final
     assert final["dropped"] == stats["dropped"]
-    # Drops decided in the app have no span (the helper never saw them)...
-    assert len(spans(span_file)) == 21 - final["dropped"]
+    # Drops decided in the app have no span of their own (the helper never saw them), but
+    # their share of a coalesced one, carrying the count (the span file stays exact).
+    recorded = spans(span_file)
+    own = [s for s in recorded if "shadow.coalesced_count" not in s["attributes"]]
+    coalesced = [s["attributes"] for s in recorded if "shadow.coalesced_count" in s["attributes"]]
+    assert len(own) == 21 - final["dropped"]
+    assert sum(a["shadow.coalesced_count"] for a in coalesced) == final["dropped"]
+    assert {(a["shadow.outcome"], a["shadow.reason"]) for a in coalesced} == {("dropped", "queue_full")}
 
 
 def test_app_side_drops_reach_the_helpers_metric(

@@ -292,15 +292,19 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
         if group is None:
             group = groups[key] = Group(*key)
         outcome = span.outcome
+        # A coalesced span (refusals) stands for shadow.coalesced_count exchanges; any other, one.
+        weight = attrs.get("shadow.coalesced_count", 1)
+        if type(weight) is not int or weight < 1:
+            weight = 1
         if outcome in group.outcomes:
-            group.outcomes[outcome] += 1
+            group.outcomes[outcome] += weight
         else:
-            group.other_outcomes += 1
+            group.other_outcomes += weight
         reason = attrs.get("shadow.reason")
         if reason is not None:
-            group.reasons[str(reason)] = group.reasons.get(str(reason), 0) + 1
+            group.reasons[str(reason)] = group.reasons.get(str(reason), 0) + weight
             by_outcome = group.reasons_by_outcome.setdefault(outcome, {})
-            by_outcome[str(reason)] = by_outcome.get(str(reason), 0) + 1
+            by_outcome[str(reason)] = by_outcome.get(str(reason), 0) + weight
         etype = attrs.get("error.type")
         if etype is not None:
             group.error_types[str(etype)] = group.error_types.get(str(etype), 0) + 1
