@@ -16,6 +16,7 @@ import time
 import weakref
 from typing import Any
 
+from ._budget import meter
 from ._config import RouteTable, ShadowConfig
 from ._configfile import FALSE_WORDS
 from ._dispatch import TargetState
@@ -72,6 +73,7 @@ class Shadow:
         self._closed = False
         self._close_lock = threading.Lock()
         self._rates = {t.name: t.sample_rate for t in config.targets}
+        self._cpu_budget = config.cpu_budget
         self._pipeline = self._machinery()
         ref = weakref.ref(self)
 
@@ -94,6 +96,11 @@ class Shadow:
         atexit.register(_close_all_at_exit)
 
     def _machinery(self) -> Pipeline | HelperClient:
+        machinery = self._machinery_for_mode()
+        machinery.cpu_budget = self._cpu_budget
+        return machinery
+
+    def _machinery_for_mode(self) -> Pipeline | HelperClient:
         if self.config.isolation == "process":
             client = HelperClient(self.config, self._rates)
             # An engine collected without close() (a test suite's app) ends its pipeline in the
@@ -133,6 +140,19 @@ class Shadow:
             raise ValueError(f"sample_rate: must be in [0, 1], got {rate!r}")
         self._rates[target] = float(rate)
         self._pipeline.states[target].rate = float(rate)
+
+    def set_cpu_budget(self, budget: float) -> None:
+        """Change the CPU budget (a fraction of one core; 0: none) for the next request; safe
+        from any thread. Over it, new shadows are ``dropped`` (``cpu_budget``)."""
+        if isinstance(budget, bool) or not isinstance(budget, int | float) or not 0.0 <= budget <= 64.0:
+            raise ValueError(f"cpu_budget: must be a fraction of one core in [0, 64], got {budget!r}")
+        self._cpu_budget = float(budget)
+        self._pipeline.cpu_budget = float(budget)
+
+    @property
+    def cpu_budget(self) -> float:
+        """The CPU budget in force (a fraction of one core; 0: none)."""
+        return self._cpu_budget
 
     @property
     def enabled(self) -> bool:
@@ -234,6 +254,14 @@ class Shadow:
                     chosen.append(state)
             if not chosen:
                 return None
+            budget = self._cpu_budget
+            if budget > 0.0:
+                cpu = meter()
+                if not deferred and cpu.over(budget):
+                    # Refused before any copy: a refusal costs a few µs, counted exactly.
+                    pipeline.refuse(route, method, path, query, chosen, Reason.CPU_BUDGET)
+                    return None
+                cpu.charge()
             tap = pipeline.open(route, method, path, query, headers, chosen, deferred)
             if content_length is not None and content_length > self.config.max_body_bytes:
                 tap.skip_all(Reason.BODY_TOO_LARGE)

@@ -147,6 +147,7 @@ class HelperPipeline(Pipeline):
 
     def __init__(self, config: ShadowConfig, telemetry: Telemetry, outbox: Outbox) -> None:
         super().__init__(config, telemetry, {t.name: t.sample_rate for t in config.targets})
+        self.cpu_budget = 0.0  # the app's budget is the app's: the helper has its own process
         self._outbox = outbox
         self._by_index = [self.states[t.name] for t in config.targets]
         self._codes = {
@@ -322,16 +323,32 @@ class Telemetries:
 
 
 def _yield_to_the_app() -> None:
-    """Run at the lowest priority (nice 19): on a core of its own the helper runs at full
-    speed; on the app's core it gets the time the app leaves (a nice-19 process weighs 1/68
-    of a normal one and does not preempt it), so it never slows production. What it cannot
-    take in time waits in the socket, and beyond that is dropped (``queue_full``) and counted
-    by the app. Not ``SCHED_IDLE``: that would stop it entirely while any other process keeps
-    the cores busy."""
+    """Never compete with the app for the CPU. ``SCHED_IDLE`` (Linux): the helper runs only
+    when a core has nothing else to run, and never preempts the app; where that is refused,
+    nice 19 (a nice-19 process weighs 1/68 of a normal one). What it cannot take in time waits
+    in the socket, and beyond that is dropped (``queue_full``) and counted by the app: on a
+    busy machine shadows are dropped, production is never slowed.
+
+    And it need not share the app's core: an app pinned to one core (``taskset``, a pinned
+    worker) makes its helper inherit that mask; the helper moves to the machine's other cores
+    when there are any (within what its cgroup allows). A wider mask is left as it is."""
     try:
         os.nice(19 - os.nice(0))
     except OSError:
         pass
+    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError:
+            pass
+    if hasattr(os, "sched_getaffinity"):
+        try:
+            mine = os.sched_getaffinity(0)
+            others = set(range(os.cpu_count() or 1)) - mine
+            if len(mine) == 1 and others:
+                os.sched_setaffinity(0, others)
+        except OSError:
+            pass  # a cpuset that does not allow them: stay where we are
 
 
 def main(argv: list[str] | None = None) -> int:

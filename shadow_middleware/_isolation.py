@@ -683,6 +683,7 @@ class HelperClient:
         self.closed = False
         self.errors = 0
         self.helper_errors = 0
+        self.cpu_budget = config.cpu_budget  # live: Shadow.set_cpu_budget changes it
         self._link = _process_link()
         self._started_before = self._link.started
         self.engine = self._link.register(self)
@@ -729,6 +730,15 @@ class HelperClient:
         deferred: bool,
     ) -> Capture:
         return Capture(self, route, method, path, query, headers, chosen, deferred)
+
+    def refuse(
+        self, route: str, method: str, path: str, query: str, chosen: list[TargetState], reason: Reason
+    ) -> None:
+        """Refuse a request's shadows at admission, before any copy (``dropped``, ``reason``)."""
+        index = self._index
+        targets = tuple(index[s.target.name] for s in chosen)
+        with self._link.lock:
+            self.count_locked(route, targets, _DROPPED, reason)
 
     def release(self) -> None:
         """The engine was collected without ``close()``: its pipeline in the helper ends."""

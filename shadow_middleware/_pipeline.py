@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ._budget import meter
 from ._circuit import CircuitBreaker
 from ._config import ShadowConfig
 from ._dispatch import Dispatcher, HTTPClient, Job, Primary, TargetState
@@ -77,6 +78,7 @@ class Pipeline:
         # (target, route, reason) -> [count, method, path, query, first time_ns]
         self._coalesced: dict[tuple[str, str, str], list[Any]] = {}
         self._coalesce_armed = False
+        self.cpu_budget = config.cpu_budget  # live: Shadow.set_cpu_budget changes it
 
     # ---- counters ----------------------------------------------------------------
 
@@ -108,6 +110,9 @@ class Pipeline:
 
     def submit(self, job: Job) -> Reason | None:
         """Queue a job; returns a drop reason when it was refused."""
+        budget = self.cpu_budget
+        if budget > 0.0 and meter().over(budget):
+            return Reason.CPU_BUDGET  # a json: sample key decides only now, past Shadow.begin
         with self._lock:
             if self._closed:
                 return Reason.SHUTDOWN
@@ -150,6 +155,14 @@ class Pipeline:
                 self.error(exc)
             finally:
                 self._retire(seq)
+
+    def refuse(
+        self, route: str, method: str, path: str, query: str, chosen: list[TargetState], reason: Reason
+    ) -> None:
+        """Refuse a request's shadows at admission, before any copy (``dropped``, ``reason``)."""
+        for state in chosen:
+            self._count(state.target.name, Outcome.DROPPED, None, False)
+            self.coalesce(state.target.name, route, reason, 1, method, path, query)
 
     def coalesce(
         self, target: str, route: str, reason: str, count: int, method: str, path: str, query: str

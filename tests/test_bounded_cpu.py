@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from shadow_middleware import Shadow, ShadowConfig, ShadowTarget
 from shadow_middleware.report.aggregate import ReportOptions, aggregate
 from shadow_middleware.report.spans import read_shadow_spans
@@ -95,5 +97,63 @@ def test_a_burst_of_refusals_keeps_the_span_count_flat(
         dropped = [a for a in attrs_of(telemetry) if a["shadow.outcome"] == "dropped"]
         assert sum(a[COALESCED] for a in dropped) == shadow.stats()["dropped"] == 1999
         assert len(dropped) <= 2 + int(elapsed)  # one per second at most
+    finally:
+        shadow.close(5)
+
+
+def _drive(shadow: Shadow, seconds: float) -> int:
+    sent = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        exchange(shadow, json.dumps({"id": f"r{sent}"}).encode())
+        sent += 1
+        time.sleep(0.002)
+    return sent
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_over_the_cpu_budget_new_shadows_are_refused_and_resume_under_it(
+    mode: str,
+    shadow_server: ShadowServer,
+    telemetry: Telemetry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    span_file = tmp_path / "spans.jsonl"
+    monkeypatch.setenv("SPAN_FILE", str(span_file))
+    cfg = ShadowConfig(
+        targets=[ShadowTarget("v2", url=shadow_server.url)],
+        cpu_budget=0.0005,  # a twentieth of a percent of a core: every shadow is over it
+        isolation=mode,
+        telemetry_setup="tests.apps.spanfile:helper_telemetry" if mode == "process" else None,
+    )
+    if mode == "thread":
+        shadow = Shadow(
+            cfg, tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+        )
+    else:
+        shadow = Shadow(cfg)
+    try:
+        assert shadow.cpu_budget == 0.0005
+        sent = _drive(shadow, 1.5)
+        assert shadow.flush(10)
+        stats = shadow.stats()
+        assert sum(stats.values()) == sent  # exact: every request one outcome
+        assert stats["dropped"] > sent // 2 and stats["match"] >= 1, stats
+        # Live: a budget raised lets every new shadow through again.
+        shadow.set_cpu_budget(64.0)
+        more = _drive(shadow, 0.5)
+        assert shadow.flush(10)
+        after = shadow.stats()
+        assert after["dropped"] == stats["dropped"] and after["match"] == stats["match"] + more, after
+        if mode == "thread":
+            spans = attrs_of(telemetry)
+        else:
+            spans = [json.loads(line)["attributes"] for line in span_file.read_text().splitlines()]
+        refused = [a for a in spans if a.get("shadow.reason") == "cpu_budget"]
+        assert {a["shadow.outcome"] for a in refused} == {"dropped"}
+        assert sum(a[COALESCED] for a in refused) == stats["dropped"]
+        with pytest.raises(ValueError, match="cpu_budget"):
+            shadow.set_cpu_budget(-0.1)
     finally:
         shadow.close(5)

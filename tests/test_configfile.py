@@ -46,6 +46,7 @@ span_placement = "link"
 record_inputs = ["/tenure_months", "/monthly_charges"]
 isolation = "process"
 telemetry_setup = "examples.churn.telemetry:helper_telemetry"
+cpu_budget = 0.25
 
 [compare]
 ignore = []  # only for a whole-body comparison, or below a compared field
@@ -121,6 +122,7 @@ def example_by_constructor() -> ShadowConfig:
         record_inputs=["/tenure_months", "/monthly_charges"],
         isolation="process",
         telemetry_setup="examples.churn.telemetry:helper_telemetry",
+        cpu_budget=0.25,
     )
 
 

@@ -859,3 +859,49 @@ def test_the_helper_warns_about_missing_telemetry_once_per_app_process(shadow_se
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("exports no shadow span") == 1, done.stderr
     assert len(shadow_server.received) == 4
+
+
+PINNED = """
+import os, sys, time
+from shadow_middleware import Shadow, ShadowConfig, ShadowTarget
+os.sched_setaffinity(0, {int(sys.argv[3])})  # the app pinned to one core, before any thread starts
+url, setup = sys.argv[1], sys.argv[2]
+shadow = Shadow(ShadowConfig([ShadowTarget("v2", url=url)], isolation="process", telemetry_setup=setup))
+tap = shadow.begin("POST /predict", "POST", "/predict", "", [], 2)
+tap.feed(b"{}"); tap.body_complete(); tap.response_start(200, ""); tap.response_body(b"{}"); tap.response_complete(); tap.finish()
+assert shadow.flush(10)
+print(shadow._pipeline.helper_pid(), flush=True)
+sys.stdin.readline()
+shadow.close(5)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_the_helper_never_competes_with_the_app(shadow_server: ShadowServer, span_file: Path) -> None:
+    core = sorted(os.sched_getaffinity(0))[0]
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PINNED, shadow_server.url, SETUP, str(core)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert parent.stdout is not None and parent.stdin is not None
+        helper = int(parent.stdout.readline())
+        # Runs only when a core would otherwise idle: it never preempts the app.
+        assert os.sched_getscheduler(helper) == os.SCHED_IDLE
+        # The app is pinned to one core: the helper does not share it when there are others.
+        others = set(range(os.cpu_count() or 1)) - {core}
+        if others:
+            assert core not in os.sched_getaffinity(helper)
+        parent.stdin.write(b"\n")
+        parent.stdin.flush()
+        assert parent.wait(20) == 0
+    finally:
+        parent.kill()
+        parent.wait()
+        for pipe in (parent.stdin, parent.stdout):
+            if pipe is not None:
+                pipe.close()
+    assert len(spans(span_file)) == 1
