@@ -184,7 +184,8 @@ class Pipeline:
             self._dispatcher_for_process().later(COALESCE_EVERY, self.flush_coalesced)
 
     def flush_coalesced(self) -> None:
-        """Record the coalesced spans (and their ``shadow.requests`` counts) of the interval."""
+        """Record the coalesced spans of the interval, and hand the interval's
+        ``shadow.requests`` counts to the SDK."""
         with self._lock:
             table, self._coalesced = self._coalesced, {}
             self._coalesce_armed = False
@@ -199,6 +200,20 @@ class Pipeline:
                 self._telemetry.finish(None, result)
             except Exception as exc:
                 self.error(exc)
+        try:
+            self._telemetry.flush_counts()
+        except Exception as exc:
+            self.error(exc)
+
+    def _arm_interval(self) -> None:
+        """The interval's timer (loop thread), if none is armed: counts leave within a second."""
+        with self._lock:
+            if self._coalesce_armed:
+                return
+            self._coalesce_armed = True
+        dispatcher = self._dispatcher
+        if dispatcher is not None:
+            dispatcher.later(COALESCE_EVERY, self.flush_coalesced)
 
     def deliver(self, jobs: list[Job], primary: Primary) -> None:
         dispatcher = self._dispatcher
@@ -238,6 +253,8 @@ class Pipeline:
             job.span = None
             job.body = b""
             self._retire(job.seq)
+        if not self._coalesce_armed:
+            self._arm_interval()
 
     def emit(self, record: Any) -> None:
         result, ctx, headers, start_ns, seq = record
@@ -248,6 +265,8 @@ class Pipeline:
             self.error(exc)
         finally:
             self._retire(seq)
+        if not self._coalesce_armed:
+            self._arm_interval()
 
     def error(self, exc: BaseException) -> None:
         self.internal_errors += 1
