@@ -2,9 +2,12 @@
 
 What shadowing costs the app process is measured, not assumed: the background thread's own
 CPU clock (``_loop``: every engine's dispatcher, HTTP client, comparison, spans and metrics
-run there) plus an estimate of what each shadowed request costs on the request path (the
-copies and the hand-off: a constant per shadowed request, measured with ``bench.micro``),
-over a sliding window of one second. Admission reads one float: whether the last
+run there), the CPU clocks of the OpenTelemetry SDK's export threads (named ``Otel...``: the
+batch span processor encodes and sends every shadow span there — about as much CPU again as
+the dispatcher's; the app's own spans, if it records any through the same SDK, count too, so
+the budget errs toward production) plus an estimate of what each shadowed request costs on
+the request path (the copies and the hand-off: a constant per shadowed request, measured
+with ``bench.micro``), over a sliding window of one second. Admission reads one float: whether the last
 sample is over the engine's budget. Sampling happens on the request path too, at most every
 SAMPLE_EVERY seconds (one ``clock_gettime`` of another thread's CPU clock, ~1 µs), so no
 timer runs while nothing is shadowed.
@@ -19,6 +22,7 @@ import os
 import threading
 import time
 from collections import deque
+from typing import Any
 
 from ._loop import background_thread_id
 
@@ -32,6 +36,8 @@ REQUEST_PATH_COST = 20e-6
 #: The window the usage is measured over, and how often it is sampled.
 WINDOW = 1.0
 SAMPLE_EVERY = 0.05
+#: The OpenTelemetry SDK's worker threads (batch span processor, periodic metric reader).
+SDK_THREADS = ("Otel",)
 
 
 class CpuMeter:
@@ -44,8 +50,9 @@ class CpuMeter:
         self._lock = threading.Lock()
         self._samples: deque[tuple[float, float]] = deque()
         self._next = 0.0
-        self._clock: int | None = None
-        self._clock_tid = 0
+        self._threads_cpu = 0.0  # the measured threads' CPU, added up from their deltas
+        self._last: dict[int, float] = {}  # each measured thread's clock when last read
+        self._clocks: dict[int, int | None] = {}
 
     def charge(self, requests: int = 1) -> None:
         """A shadowed request went through the request path (an estimate, not a measure)."""
@@ -78,21 +85,42 @@ class CpuMeter:
             self._lock.release()
 
     def _background_cpu(self) -> float:
-        tid = background_thread_id()
-        if not tid:
-            return 0.0
-        if tid != self._clock_tid:
+        """The measured threads' CPU seconds, as a running total: a thread that ends leaves
+        what it spent in the total (deltas are added, never a sum that could go down)."""
+        tids = [background_thread_id()]
+        tids += [t.ident for t in threading.enumerate() if t.name.startswith(SDK_THREADS) and t.ident]
+        last = self._last
+        seen: dict[int, float] = {}
+        for tid in tids:
+            if not tid:
+                continue
+            now = self._thread_cpu(tid)
+            if now is None:
+                continue
+            before = last.get(tid)
+            if before is not None and now > before:
+                self._threads_cpu += now - before
+            seen[tid] = now
+        self._last = seen
+        if len(self._clocks) > 64:
+            self._clocks = {tid: c for tid, c in self._clocks.items() if tid in seen}
+        return self._threads_cpu
+
+    def _thread_cpu(self, tid: int) -> float | None:
+        clocks = self._clocks
+        if tid not in clocks:
+            getter: Any = getattr(time, "pthread_getcpuclockid", None)
             try:
-                self._clock = time.pthread_getcpuclockid(tid)
-            except (AttributeError, OSError):  # not on this platform: the estimate only
-                self._clock = None
-            self._clock_tid = tid
-        if self._clock is None:
-            return 0.0
+                clocks[tid] = getter(tid) if getter is not None else None
+            except OSError:  # not on this platform: the estimate only
+                clocks[tid] = None
+        clock = clocks[tid]
+        if clock is None:
+            return None
         try:
-            return time.clock_gettime(self._clock)
+            return time.clock_gettime(clock)
         except OSError:
-            return 0.0
+            return None  # the thread has ended
 
 
 _meter: CpuMeter | None = None

@@ -139,7 +139,7 @@ def test_over_the_cpu_budget_new_shadows_are_refused_and_resume_under_it(
         assert shadow.flush(10)
         stats = shadow.stats()
         assert sum(stats.values()) == sent  # exact: every request one outcome
-        assert stats["dropped"] > sent // 2 and stats["match"] >= 1, stats
+        assert stats["dropped"] > sent // 2, stats  # (the meter is per process: maybe all of them)
         # Live: a budget raised lets every new shadow through again.
         shadow.set_cpu_budget(64.0)
         more = _drive(shadow, 0.5)
