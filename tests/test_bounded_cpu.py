@@ -157,3 +157,32 @@ def test_over_the_cpu_budget_new_shadows_are_refused_and_resume_under_it(
             shadow.set_cpu_budget(-0.1)
     finally:
         shadow.close(5)
+
+
+def test_the_request_counter_reaches_the_sdk_once_per_interval_not_per_exchange(
+    shadow_server: ShadowServer, telemetry: Telemetry
+) -> None:
+    shadow = Shadow(
+        ShadowConfig(targets=[ShadowTarget("v2", url=shadow_server.url)], cpu_budget=0.0),
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+    )
+    counter = shadow._telemetry._requests
+    calls: list[int] = []
+
+    class Counting:
+        def add(self, amount: int, attributes: Any = None) -> None:
+            calls.append(amount)
+            counter.add(amount, attributes)
+
+    shadow._telemetry._requests = Counting()  # type: ignore[assignment]
+    try:
+        for i in range(40):
+            exchange(shadow, json.dumps({"id": f"r{i}"}).encode())
+        assert shadow.flush(10)
+        assert shadow.stats()["match"] == 40
+        # One SDK measurement per (target, route, outcome) and interval: ~25 µs each saved.
+        assert sum(calls) == 40 and len(calls) <= 3, calls
+        assert telemetry.counter_points()[("v2", "POST /predict", "match")] == 40
+    finally:
+        shadow.close(5)
