@@ -95,13 +95,18 @@ def refusal_cost(url: str, n: int, isolation: str = "thread") -> float:
         time.sleep(0.001)
     shadow.flush(10)
     before = shadow.stats()["dropped"]
+    admitted = 0
     t0 = time.thread_time()
     for _ in range(n):
         route = shadow.match("POST", "/predict")
         assert route is not None
-        assert shadow.begin(route, "POST", "/predict", "", headers, len(BODY)) is None
+        ex = shadow.begin(route, "POST", "/predict", "", headers, len(BODY))
+        if ex is not None:  # the budget's smallest share (1 in 1,000) still goes through
+            admitted += 1
+            ex.finish()
     used = time.thread_time() - t0
-    assert shadow.stats()["dropped"] - before == n  # every one refused and counted
+    refused = shadow.stats()["dropped"] - before
+    assert refused + admitted == n  # every one refused and counted, or admitted
     shadow.close()
     return used / n * 1e6
 

@@ -7,10 +7,14 @@ batch span processor encodes and sends every shadow span there — about as much
 the dispatcher's; the app's own spans, if it records any through the same SDK, count too, so
 the budget errs toward production) plus an estimate of what each shadowed request costs on
 the request path (the copies and the hand-off: a constant per shadowed request, measured
-with ``bench.micro``), over a sliding window of one second. Admission reads one float: whether the last
-sample is over the engine's budget. Sampling happens on the request path too, at most every
-SAMPLE_EVERY seconds (one ``clock_gettime`` of another thread's CPU clock, ~1 µs), so no
-timer runs while nothing is shadowed.
+with ``bench.micro``), over a sliding window of one second.
+
+Admission is not on/off: each budget has an admitted share, corrected at every sample by
+(budget / usage) ** GAIN — damped, because the usage is a one-second average and admitted work
+shows in the clocks later (the SDK's thread encodes its spans afterwards) — and a request is
+admitted with that probability; on/off admission overshot the budget ~2x in the benchmark.
+Sampling happens on the request path, at most every SAMPLE_EVERY seconds (a few
+``clock_gettime`` of other threads' CPU clocks), so no timer runs while nothing is shadowed.
 
 One meter per process, as there is one background thread per process: engines with
 different budgets compare the same measurement with their own figure.
@@ -19,6 +23,7 @@ different budgets compare the same measurement with their own figure.
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections import deque
@@ -38,6 +43,12 @@ WINDOW = 1.0
 SAMPLE_EVERY = 0.05
 #: The OpenTelemetry SDK's worker threads (batch span processor, periodic metric reader).
 SDK_THREADS = ("Otel",)
+#: The smallest admitted share: a budget far below the usage still lets a shadow through now
+#: and then (and is followed again quickly when the usage falls).
+MIN_SHARE = 0.001
+#: Each sample corrects the share by (budget / usage) ** GAIN: about the full correction over a
+#: window (the usage is a one-second average, so a stronger gain overshoots and oscillates).
+GAIN = 0.2
 
 
 class CpuMeter:
@@ -50,6 +61,7 @@ class CpuMeter:
         self._lock = threading.Lock()
         self._samples: deque[tuple[float, float]] = deque()
         self._next = 0.0
+        self._shares: dict[float, float] = {}  # budget -> the share of requests admitted
         self._threads_cpu = 0.0  # the measured threads' CPU, added up from their deltas
         self._last: dict[int, float] = {}  # each measured thread's clock when last read
         self._clocks: dict[int, int | None] = {}
@@ -58,12 +70,17 @@ class CpuMeter:
         """A shadowed request went through the request path (an estimate, not a measure)."""
         self.request_cpu += REQUEST_PATH_COST * requests
 
-    def over(self, budget: float) -> bool:
-        """Whether shadow work is over ``budget`` (a fraction of one core) right now."""
+    def admit(self, budget: float) -> bool:
+        """Whether to admit one more shadow under ``budget`` (a fraction of one core)."""
         now = time.monotonic()
         if now >= self._next:
             self.sample(now)
-        return self.usage > budget
+        share = self._shares.get(budget)
+        if share is None:
+            if len(self._shares) > 64:  # budgets changed live many times: start afresh
+                self._shares = {}
+            self._shares[budget] = share = 1.0
+        return share >= 1.0 or random.random() < share
 
     def sample(self, now: float) -> None:
         if not self._lock.acquire(blocking=False):
@@ -80,7 +97,11 @@ class CpuMeter:
             while len(samples) > 2 and samples[1][0] <= now - WINDOW:
                 samples.popleft()
             then, before = samples[0]
-            self.usage = (total - before) / max(WINDOW, now - then)
+            usage = self.usage = (total - before) / max(WINDOW, now - then)
+            shares = self._shares
+            for budget, share in list(shares.items()):
+                factor = (budget / usage) ** GAIN if usage > 0.0 else 2.0
+                shares[budget] = min(1.0, max(MIN_SHARE, share * factor))
         finally:
             self._lock.release()
 

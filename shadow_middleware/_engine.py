@@ -257,7 +257,7 @@ class Shadow:
             budget = self._cpu_budget
             if budget > 0.0:
                 cpu = meter()
-                if not deferred and cpu.over(budget):
+                if not deferred and not cpu.admit(budget):
                     # Refused before any copy: a refusal costs a few µs, counted exactly.
                     pipeline.refuse(route, method, path, query, chosen, Reason.CPU_BUDGET)
                     return None

@@ -111,8 +111,9 @@ class Pipeline:
     def submit(self, job: Job) -> Reason | None:
         """Queue a job; returns a drop reason when it was refused."""
         budget = self.cpu_budget
-        if budget > 0.0 and meter().over(budget):
-            return Reason.CPU_BUDGET  # a json: sample key decides only now, past Shadow.begin
+        if budget > 0.0 and job.tap._deferred and not meter().admit(budget):
+            # A json: sample key decides only now; any other request was admitted in Shadow.begin.
+            return Reason.CPU_BUDGET
         with self._lock:
             if self._closed:
                 return Reason.SHUTDOWN
