@@ -31,13 +31,18 @@ from typing import Any
 
 from ._loop import background_thread_id
 
-__all__ = ["REQUEST_PATH_COST", "CpuMeter", "meter"]
+__all__ = ["PROCESS_PATH_COST", "REQUEST_PATH_COST", "CpuMeter", "meter"]
 
-#: Seconds of CPU one shadowed request costs on the request path (thread mode: the capped
-#: copies, the job hand-off; process mode: the copy, one marshal and one send), an estimate
-#: from ``python -m bench.micro`` on the development VM; the background thread's share is
-#: measured, not estimated.
-REQUEST_PATH_COST = 20e-6
+#: Seconds of CPU one shadowed request costs the app outside the measured threads: the request
+#: path (the adapter's wrapping, the capped copies, the body's JSON for a correlation id and
+#: recorded inputs, the hand-off) and the GIL hand-overs it causes. ``bench.micro`` (the tap
+#: API alone) shows ~20 µs; the FastAPI example under load used ~2x a 0.10 budget with 20 µs
+#: assumed (bench/RESULTS.md, issue 19), i.e. ~150 µs per admitted shadow not on the measured
+#: clocks; 100 µs errs toward production without refusing much in thread-light apps.
+REQUEST_PATH_COST = 100e-6
+#: The same with ``isolation="process"``: the capture, one marshal and one send (the app's
+#: whole added CPU per shadowed request in the benchmark's arm 2b: +40 µs).
+PROCESS_PATH_COST = 40e-6
 #: The window the usage is measured over, and how often it is sampled.
 WINDOW = 1.0
 SAMPLE_EVERY = 0.05
@@ -66,9 +71,9 @@ class CpuMeter:
         self._last: dict[int, float] = {}  # each measured thread's clock when last read
         self._clocks: dict[int, int | None] = {}
 
-    def charge(self, requests: int = 1) -> None:
+    def charge(self, seconds: float = REQUEST_PATH_COST) -> None:
         """A shadowed request went through the request path (an estimate, not a measure)."""
-        self.request_cpu += REQUEST_PATH_COST * requests
+        self.request_cpu += seconds
 
     def admit(self, budget: float) -> bool:
         """Whether to admit one more shadow under ``budget`` (a fraction of one core)."""

@@ -16,7 +16,7 @@ import time
 import weakref
 from typing import Any
 
-from ._budget import meter
+from ._budget import PROCESS_PATH_COST, REQUEST_PATH_COST, meter
 from ._config import RouteTable, ShadowConfig
 from ._configfile import FALSE_WORDS
 from ._dispatch import TargetState
@@ -74,6 +74,7 @@ class Shadow:
         self._close_lock = threading.Lock()
         self._rates = {t.name: t.sample_rate for t in config.targets}
         self._cpu_budget = config.cpu_budget
+        self._path_cost = PROCESS_PATH_COST if config.isolation == "process" else REQUEST_PATH_COST
         self._pipeline = self._machinery()
         ref = weakref.ref(self)
 
@@ -261,7 +262,7 @@ class Shadow:
                     # Refused before any copy: a refusal costs a few µs, counted exactly.
                     pipeline.refuse(route, method, path, query, chosen, Reason.CPU_BUDGET)
                     return None
-                cpu.charge()
+                cpu.charge(self._path_cost)
             tap = pipeline.open(route, method, path, query, headers, chosen, deferred)
             if content_length is not None and content_length > self.config.max_body_bytes:
                 tap.skip_all(Reason.BODY_TOO_LARGE)
