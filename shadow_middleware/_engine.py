@@ -255,6 +255,10 @@ class Shadow:
                     chosen.append(state)
             if not chosen:
                 return None
+            if not deferred and isinstance(pipeline, HelperClient) and pipeline.full():
+                # The socket to the helper is full: refused before the copy, not after it.
+                pipeline.refuse(route, method, path, query, chosen, Reason.QUEUE_FULL)
+                return None
             budget = self._cpu_budget
             if budget > 0.0:
                 cpu = meter()

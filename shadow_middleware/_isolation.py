@@ -731,6 +731,11 @@ class HelperClient:
     ) -> Capture:
         return Capture(self, route, method, path, query, headers, chosen, deferred)
 
+    def full(self) -> bool:
+        """The socket to the helper was full at the last write (part of a message waits): a new
+        exchange is refused before anything is copied, as it would be dropped once copied."""
+        return bool(self._link.out) and self._link.helper is not None
+
     def refuse(
         self, route: str, method: str, path: str, query: str, chosen: list[TargetState], reason: Reason
     ) -> None:
