@@ -255,10 +255,16 @@ class Shadow:
                     chosen.append(state)
             if not chosen:
                 return None
-            if not deferred and isinstance(pipeline, HelperClient) and pipeline.full():
-                # The socket to the helper is full: refused before the copy, not after it.
-                pipeline.refuse(route, method, path, query, chosen, Reason.QUEUE_FULL)
-                return None
+            if not deferred:
+                # A bound that would refuse anyway (the queue is full, the circuit is open, the
+                # socket to the helper is full) refuses before the copy, not after it.
+                if isinstance(pipeline, HelperClient):
+                    early = Reason.QUEUE_FULL if pipeline.full() else None
+                else:
+                    early = pipeline.would_refuse(chosen)
+                if early is not None:
+                    pipeline.refuse(route, method, path, query, chosen, early)
+                    return None
             budget = self._cpu_budget
             if budget > 0.0:
                 cpu = meter()

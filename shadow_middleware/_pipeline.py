@@ -157,6 +157,14 @@ class Pipeline:
             finally:
                 self._retire(seq)
 
+    def would_refuse(self, chosen: list[TargetState]) -> Reason | None:
+        """The reason every chosen target would refuse a job now (queue full, circuit open),
+        else None: such a request is refused in ``Shadow.begin``, before anything is copied."""
+        dispatcher = self._dispatcher
+        if dispatcher is None or len(chosen) != 1:
+            return None
+        return dispatcher.would_refuse(chosen[0])
+
     def refuse(
         self, route: str, method: str, path: str, query: str, chosen: list[TargetState], reason: Reason
     ) -> None:

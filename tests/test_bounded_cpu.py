@@ -186,3 +186,25 @@ def test_the_request_counter_reaches_the_sdk_once_per_interval_not_per_exchange(
         assert telemetry.counter_points()[("v2", "POST /predict", "match")] == 40
     finally:
         shadow.close(5)
+
+
+def test_a_full_queue_refuses_before_the_copy(shadow_server: ShadowServer, telemetry: Telemetry) -> None:
+    shadow_server.delay = 1.0
+    cfg = ShadowConfig(
+        targets=[ShadowTarget("v2", url=shadow_server.url, max_concurrency=1, timeout=5.0)],
+        max_queue=0,
+        cpu_budget=0.0,
+    )
+    shadow = Shadow(cfg, tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider)
+    try:
+        exchange(shadow)  # takes the one slot for a second
+        route = shadow.match("POST", "/predict")
+        assert route is not None
+        # Refused in begin(): no tap, nothing copied — and counted, with its reason.
+        assert shadow.begin(route, "POST", "/predict", "", [], len(BODY)) is None
+        assert shadow.stats()["dropped"] == 1
+        assert shadow.flush(10)
+        dropped = [a for a in attrs_of(telemetry) if a["shadow.outcome"] == "dropped"]
+        assert [(a["shadow.reason"], a[COALESCED]) for a in dropped] == [("queue_full", 1)]
+    finally:
+        shadow.close(5)
