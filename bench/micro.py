@@ -73,6 +73,44 @@ def helper_cpu(shadow: Shadow) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def refusal_cost(url: str, n: int, isolation: str = "thread") -> float:
+    """App CPU (µs, this thread's clock) of one refused shadow: match, sampling, the budget
+    check and the count (``cpu_budget``), in a tight loop: nothing else runs on the thread."""
+    cfg = ShadowConfig(targets=[ShadowTarget("v2", url=url)], cpu_budget=1e-9, isolation=isolation)
+    shadow = Shadow(cfg)
+    headers = [("content-type", "application/json"), ("content-length", str(len(BODY))), ("user-agent", "x")]
+    # Until the meter has a window of samples over the budget, a few shadows go through.
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:
+        route = shadow.match("POST", "/predict")
+        assert route is not None
+        ex = shadow.begin(route, "POST", "/predict", "", headers, len(BODY))
+        if ex is not None:
+            ex.feed(BODY)
+            ex.body_complete()
+            ex.response_start(200, "")
+            ex.response_body(ANSWER)
+            ex.response_complete()
+            ex.finish()
+        time.sleep(0.001)
+    shadow.flush(10)
+    before = shadow.stats()["dropped"]
+    admitted = 0
+    t0 = time.thread_time()
+    for _ in range(n):
+        route = shadow.match("POST", "/predict")
+        assert route is not None
+        ex = shadow.begin(route, "POST", "/predict", "", headers, len(BODY))
+        if ex is not None:  # the budget's smallest share (1 in 1,000) still goes through
+            admitted += 1
+            ex.finish()
+    used = time.thread_time() - t0
+    refused = shadow.stats()["dropped"] - before
+    assert refused + admitted == n  # every one refused and counted, or admitted
+    shadow.close()
+    return used / n * 1e6
+
+
 def measure(
     url: str, n: int, rate: float, endpoint: str | None, isolation: str = "thread"
 ) -> dict[str, float]:
@@ -91,6 +129,7 @@ def measure(
         compare=Compare(fields=["/churn_probability", "/make_offer"], threshold=0.5),
         correlation_id="json:/customer_id",
         isolation=isolation,
+        cpu_budget=0.0,  # the accepted path's cost: nothing refused
     )
     shadow = Shadow(cfg, tracer_provider=tp, meter_provider=mp)
     headers = [("content-type", "application/json"), ("content-length", str(len(BODY))), ("user-agent", "x")]
@@ -150,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             url = f"http://127.0.0.1:{port}/predict_shadow"
             for variant in args.variants.split(","):
                 client, _, tel = variant.partition(":")
+                if client == "refused":  # refused:thread / refused:process
+                    us = refusal_cost(url, args.n * 30, tel or "thread")
+                    print(f"{variant:<14} {us:7.1f} us CPU per refused shadow (cpu_budget)", flush=True)
+                    continue
                 isolation = "process" if client == "process" else "thread"
                 if isolation == "thread":
                     use_client(client, (lambda _cap: NullClient()) if client == "null" else None)

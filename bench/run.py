@@ -16,7 +16,9 @@ Arms, for the FastAPI example under uvicorn (1 worker) and the Flask example und
 2b. the same at a fixed rate (a quarter of the baseline's capacity), where the helper keeps up
    even on the app's core, so that both modes do the same shadow work: the CPU comparison;
 3. every request shadowed to a slow shadow (2 s per answer) at half the baseline's capacity:
-   p50 and p99 latency, both isolations;
+   p50 and p99 latency, both isolations; 3s. the same with a stalled shadow (never answers);
+   arm 2 runs thread mode with the default ``cpu_budget`` (0.10) and without it (``unbudgeted``),
+   arm 2b without it (the cost of a shadowed request, every request shadowed);
 4. a stalled shadow (accepts, never answers) at a fixed rate for 60 s: RSS over time (app and
    helper apart) and the outcome counts, both isolations;
 5. the anchor: nginx's ``mirror`` in front of the no-middleware app, same slow shadow, same
@@ -477,13 +479,20 @@ def stall(
         stop.set()
         sampler.join()
     spans = list(read_shadow_spans([span_file]))
-    reasons = Counter(str(s.attributes.get("shadow.reason")) for s in spans)
+    outcomes: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    for s in spans:  # a coalesced span (refusals) stands for shadow.coalesced_count exchanges
+        weight = s.attributes.get("shadow.coalesced_count", 1)
+        weight = weight if type(weight) is int and weight > 0 else 1
+        outcomes[s.outcome] += weight
+        reasons[str(s.attributes.get("shadow.reason"))] += weight
     return {
         "rate": rate,
         "seconds": plan.stall_seconds,
         "rss_mib": [(t, a + h) for t, a, h in samples],
         "rss_app_helper_mib": samples,
-        "outcomes": dict(Counter(s.outcome for s in spans)),
+        "outcomes": dict(outcomes),
+        "spans": len(spans),
         "drop_reasons": {k: v for k, v in reasons.items() if k != "None"},
         "primary": load,
     }
@@ -506,12 +515,17 @@ def run_framework(framework: str, plan: Plan, body: Path, work: Path) -> dict[st
             }
             for client in plan.clients:
                 arms[f"shadowed-{client}"] = {**otel, "CANDIDATE_URL": fixed, "BENCH_HTTP_CLIENT": client}
+            # Issue 19: the default cpu_budget (0.10 of a core) is in force in the arms above;
+            # this one shows what thread mode takes without it.
+            arms["shadowed-unbudgeted"] = {**otel, "CANDIDATE_URL": fixed, "SHADOW_CPU_BUDGET": "0"}
             arms["shadowed-process"] = {**otel, **PROCESS, "CANDIDATE_URL": fixed}
             access = work / "nginx-fixed" / "access.log"
             res["throughput"] = throughput(framework, arms, plan, body, logs, True, access)
             # 2b: CPU at a rate the helper keeps up with on the app's core: same shadow work in both.
             res["cpu_rate"] = round(res["throughput"]["baseline"]["rps"] / 4)
+            # No budget here: the cost of a shadowed request, every request shadowed in both modes.
             cpu_arms = {k: arms[k] for k in ("baseline", "shadowed-mini", "shadowed-process")}
+            cpu_arms = {k: {**v, "SHADOW_CPU_BUDGET": "0"} for k, v in cpu_arms.items()}
             res["cpu_fixed"] = throughput(
                 framework, cpu_arms, plan, body, logs, True, access, res["cpu_rate"]
             )
@@ -523,13 +537,17 @@ def run_framework(framework: str, plan: Plan, body: Path, work: Path) -> dict[st
         rate = round(base_rps / 2)
         res["fixed_rate"] = rate
 
-        # Arms 3 and 5: a slow shadow (2 s), at half the baseline's capacity.
-        with shadow_server("slow", 2.0) as slow_port:
+        # Arms 3 and 5: a slow shadow (2 s), and a stalled one (arm 3s: accepts, never answers), at
+        # half the baseline's capacity.
+        with shadow_server("slow", 2.0) as slow_port, shadow_server("stall", 0.0) as stalled_port:
             slow = f"http://127.0.0.1:{slow_port}/predict_shadow"
+            stalled = f"http://127.0.0.1:{stalled_port}/predict_shadow"
             slow_arms = {
                 "baseline": {**otel, "NO_SHADOW": "1"},
                 "middleware-slow": {**otel, "CANDIDATE_URL": slow},
                 "middleware-slow-process": {**otel, **PROCESS, "CANDIDATE_URL": slow},
+                "middleware-stall": {**otel, "CANDIDATE_URL": stalled},
+                "middleware-stall-process": {**otel, **PROCESS, "CANDIDATE_URL": stalled},
             }
             with contextlib.ExitStack() as stack:
                 base = stack.enter_context(app(framework, slow_arms["baseline"], logs))
@@ -616,11 +634,23 @@ def _cpu_rows(t: dict[str, dict[str, float]], suffix: str, arm: str = "2") -> li
             f"| {label} | requests whose copy reached the candidate | | {s['shadowed']:.1%} | | (reported) | |"
         )
         app_added = s["app_cpu_us_per_request"] - base["app_cpu_us_per_request"]
-        goal = 60 if client == "process" else 150
+        share = app_added / base["app_cpu_us_per_request"] if base["app_cpu_us_per_request"] else float("nan")
+        if arm == "2b":  # issue 19: added app CPU as a share of the baseline request's own
+            limit = 0.10 if client == "process" else 0.30
+            goal, ok = f"<= +{limit:.0%}", verdict(share <= limit)
+        else:
+            goal, ok = "(2b judges)", ""
         lines.append(
             f"| {label} | app process CPU per request (us) | {base['app_cpu_us_per_request']:.0f} | "
-            f"{s['app_cpu_us_per_request']:.0f} | +{app_added:.0f} us | <= +{goal} us | {verdict(app_added <= goal)} |"
+            f"{s['app_cpu_us_per_request']:.0f} | +{app_added:.0f} us (+{share:.0%}) | {goal} | {ok} |"
         )
+        if arm == "2" and client == "mini":
+            # Issue 19: shadowing takes no more than its budget (the default 0.10 of a core).
+            ratio = s["rps"] / base["rps"]
+            lines.append(
+                f"| {label} | throughput with cpu_budget 0.10 | {base['rps']:.0f} | {s['rps']:.0f} | "
+                f"{ratio:.3f}x | >= 0.85x | {verdict(ratio >= 0.85)} |"
+            )
         if client == "process" and "shadowed-mini" in t:
             thread = t["shadowed-mini"]["cpu_us_per_request"] - base["cpu_us_per_request"]
             tree = s["cpu_us_per_request"] - base["cpu_us_per_request"]
@@ -641,6 +671,8 @@ def _latency_rows(lat: dict[str, dict[str, float]], rate: int, suffix: str) -> l
     for name, label in (
         ("middleware-slow", "3 slow shadow, middleware (thread)"),
         ("middleware-slow-process", "3 slow shadow, middleware (process)"),
+        ("middleware-stall", "3s stalled shadow, middleware (thread)"),
+        ("middleware-stall-process", "3s stalled shadow, middleware (process)"),
         ("nginx-mirror-slow", "5 slow shadow, nginx mirror"),
     ):
         if name not in lat:
@@ -649,8 +681,8 @@ def _latency_rows(lat: dict[str, dict[str, float]], rate: int, suffix: str) -> l
         for q in ("p50", "p99"):
             ratio = v[q] / b[q] if b[q] else float("nan")
             anchor = name.startswith("nginx")
-            goal = "(anchor)" if anchor else "<= 1.05x"
-            ok = "" if anchor else verdict(ratio <= 1.05)
+            goal = "(anchor)" if anchor else "<= 1.10x"
+            ok = "" if anchor else verdict(ratio <= 1.10)
             lines.append(
                 f"| {label}{suffix} @ {rate} rps | {q} (ms) | {b[q]:.2f} | {v[q]:.2f} | {ratio:.2f}x | {goal} | {ok} |"
             )

@@ -69,6 +69,12 @@ class CircuitBreaker:
         self._probing = True
         return Admission.PROBE
 
+    def refusing(self) -> bool:
+        """Whether :meth:`admit` would refuse now (a peek, without side effects: no lock, no
+        probe taken; the admission itself decides)."""
+        open_until = self._open_until
+        return bool(open_until) and (self._probing or time.monotonic() < open_until)
+
     def cancel_probe(self) -> None:
         """The probe admitted was refused further on (a full queue): let the next job probe."""
         self._probing = False

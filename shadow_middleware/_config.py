@@ -29,6 +29,10 @@ _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 DEFAULT_DROP_HEADERS = ("authorization", "cookie", "proxy-authorization", "x-api-key")
 
 
+#: The default CPU budget, a fraction of one core: see the README ("CPU budget") for the measurement.
+DEFAULT_CPU_BUDGET = 0.10
+
+
 def _fail(name: str, message: str) -> ValueError:
     return ValueError(f"{name}: {message}")
 
@@ -513,6 +517,11 @@ class ShadowConfig:
             there (install the global providers, or return a ``(tracer_provider,
             meter_provider)`` pair). Without it the helper configures the SDK from the
             standard ``OTEL_*`` environment variables.
+        cpu_budget: the CPU shadow work may take in the app process, as a fraction of one
+            core (the background thread's own CPU clock plus an estimate of the request
+            path's share, over the last second); over it, new shadows are ``dropped``
+            (``cpu_budget``) at admission until it is under again. ``0`` disables it.
+            Live-tunable: :meth:`Shadow.set_cpu_budget`.
     """
 
     targets: tuple[ShadowTarget, ...]
@@ -534,6 +543,7 @@ class ShadowConfig:
     forward_headers: frozenset[str]
     isolation: str
     telemetry_setup: str | None
+    cpu_budget: float
     # Parsed forms, derived from the public fields above (left out of repr and ==).
     compiled_routes: tuple[Route, ...] = field(repr=False, compare=False)
     sample_source: Source | None = field(repr=False, compare=False)
@@ -564,6 +574,7 @@ class ShadowConfig:
         forward_headers: Iterable[str] = (),
         isolation: str = "thread",
         telemetry_setup: str | None = None,
+        cpu_budget: float = DEFAULT_CPU_BUDGET,
     ) -> None:
         check = _Checks()
         target_tuple = check(_target_tuple, targets)
@@ -593,6 +604,7 @@ class ShadowConfig:
             "circuit_cooldown": check(
                 _number, "ShadowConfig.circuit_cooldown", circuit_cooldown, minimum=0.0, inclusive=False
             ),
+            "cpu_budget": check(_cpu_budget, cpu_budget),
         }
         if span_placement not in ("child", "link"):
             check.fail("ShadowConfig.span_placement", f"must be 'child' or 'link', got {span_placement!r}")
@@ -654,6 +666,13 @@ class ShadowConfig:
         each naming the variable, the file or ``base`` it comes from.
         """
         return _loader().from_env(os.environ if environ is None else environ, base=base)
+
+
+def _cpu_budget(value: Any) -> float:
+    budget = _number("ShadowConfig.cpu_budget", value, minimum=0.0)
+    if budget > 64.0:
+        raise _fail("ShadowConfig.cpu_budget", f"must be a fraction of one core in [0, 64], got {value!r}")
+    return budget
 
 
 def _record_inputs(

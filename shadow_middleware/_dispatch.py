@@ -210,6 +210,16 @@ class Dispatcher:
             self._open.add(job)
         return None
 
+    def would_refuse(self, state: TargetState) -> Reason | None:
+        """Why :meth:`admit` would refuse a job for ``state`` now, if it would (a peek without
+        the lock or side effects, so that a request is refused before it is copied; the
+        admission itself still decides for the requests let through)."""
+        if state.breaker.refusing():
+            return Reason.CIRCUIT_OPEN
+        if state.active >= state.target.max_concurrency and self._waiting >= self._max_queue:
+            return Reason.QUEUE_FULL
+        return None
+
     def deliver(self, jobs: list[Job], primary: Primary) -> None:
         """Hand the primary's answer to the jobs of one request."""
         with self._lock:
@@ -234,6 +244,13 @@ class Dispatcher:
             self._emits += 1
             self._push_locked(_Work.EMIT, record)
         return None
+
+    def later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the loop in ``delay`` seconds (any thread; one self-pipe write)."""
+        try:
+            self._loop.call_soon_threadsafe(self._loop.call_later, delay, callback)
+        except RuntimeError:  # loop closed
+            pass
 
     def _push_locked(self, kind: _Work, payload: Any) -> None:
         self._inbox.append((kind, payload))

@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ._budget import PROCESS_PATH_COST, REQUEST_PATH_COST, meter
 from ._config import RouteTable, ShadowConfig, ShadowTarget
 from ._configfile import FALSE_WORDS, STRICT_ENV, TRUE_WORDS, ConfigErrors
 from ._dispatch import TargetState
@@ -78,6 +79,8 @@ class Shadow:
         self._closed = False
         self._close_lock = threading.Lock()
         self._rates = {t.name: t.sample_rate for t in config.targets}
+        self._cpu_budget = config.cpu_budget
+        self._path_cost = PROCESS_PATH_COST if config.isolation == "process" else REQUEST_PATH_COST
         self._pipeline = self._machinery()
         ref = weakref.ref(self)
 
@@ -100,8 +103,17 @@ class Shadow:
         atexit.register(_close_all_at_exit)
 
     def _machinery(self) -> Pipeline | HelperClient:
+        machinery = self._machinery_for_mode()
+        machinery.cpu_budget = self._cpu_budget
+        return machinery
+
+    def _machinery_for_mode(self) -> Pipeline | HelperClient:
         if self.config.isolation == "process":
-            return HelperClient(self.config, self._rates)
+            client = HelperClient(self.config, self._rates)
+            # An engine collected without close() (a test suite's app) ends its pipeline in the
+            # process's shared helper; the last one lets the helper exit.
+            weakref.finalize(self, client.release)
+            return client
         return Pipeline(self.config, self._telemetry, self._rates)
 
     @classmethod
@@ -181,6 +193,19 @@ class Shadow:
             raise ValueError(f"sample_rate: must be in [0, 1], got {rate!r}")
         self._rates[target] = float(rate)
         self._pipeline.states[target].rate = float(rate)
+
+    def set_cpu_budget(self, budget: float) -> None:
+        """Change the CPU budget (a fraction of one core; 0: none) for the next request; safe
+        from any thread. Over it, new shadows are ``dropped`` (``cpu_budget``)."""
+        if isinstance(budget, bool) or not isinstance(budget, int | float) or not 0.0 <= budget <= 64.0:
+            raise ValueError(f"cpu_budget: must be a fraction of one core in [0, 64], got {budget!r}")
+        self._cpu_budget = float(budget)
+        self._pipeline.cpu_budget = float(budget)
+
+    @property
+    def cpu_budget(self) -> float:
+        """The CPU budget in force (a fraction of one core; 0: none)."""
+        return self._cpu_budget
 
     @property
     def enabled(self) -> bool:
@@ -283,6 +308,24 @@ class Shadow:
                     chosen.append(state)
             if not chosen:
                 return None
+            if not deferred:
+                # A bound that would refuse anyway (the queue is full, the circuit is open, the
+                # socket to the helper is full) refuses before the copy, not after it.
+                if isinstance(pipeline, HelperClient):
+                    early = Reason.QUEUE_FULL if pipeline.full() else None
+                else:
+                    early = pipeline.would_refuse(chosen)
+                if early is not None:
+                    pipeline.refuse(route, method, path, query, chosen, early)
+                    return None
+            budget = self._cpu_budget
+            if budget > 0.0:
+                cpu = meter()
+                if not deferred and not cpu.admit(budget):
+                    # Refused before any copy: a refusal costs a few µs, counted exactly.
+                    pipeline.refuse(route, method, path, query, chosen, Reason.CPU_BUDGET)
+                    return None
+                cpu.charge(self._path_cost)
             tap = pipeline.open(route, method, path, query, headers, chosen, deferred)
             if unsafe_path(path, query):
                 tap.skip_all(Reason.UNSAFE_PATH)

@@ -16,6 +16,7 @@ own shutdown decides when the helper stops.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import select
@@ -44,7 +45,7 @@ from ._isolation import (
     frame,
 )
 from ._loop import _name_native_thread
-from ._outcomes import OUTCOMES, Reason
+from ._outcomes import OUTCOMES, Outcome, Reason
 from ._pipeline import Pipeline
 from ._tap import Tap
 from ._telemetry import Telemetry, configure_from_env, remote_parent, run_setup
@@ -64,20 +65,22 @@ REPORT_BATCH = 512
 POLL_EVERY = 0.002
 ACTIVE_FOR = 0.1
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+_DROPPED = OUTCOMES.index(Outcome.DROPPED)
+_DROPPED_NAME = str(Outcome.DROPPED)
 
 
 class Outbox:
     """What goes back to the app: outcome reports (batched) and replies, in order, written by
     one thread (blocking writes: the app's reader thread always reads)."""
 
-    def __init__(self, sock: socket.socket, errors: Callable[[], int]) -> None:
+    def __init__(self, sock: socket.socket, errors: Callable[[], dict[int, int]]) -> None:
         self._sock = sock
         self._errors_seen = errors
         self._cond = threading.Condition()
         self._finished: list[tuple[int, tuple[int, ...]]] = []
         self._replies: list[Any] = []
         self._stopping = False
-        self.errors = 0  # the pipeline's internal errors already reported
+        self.errors: dict[int, int] = {}  # each engine's internal errors already reported
         self.broken = False
         self._thread = threading.Thread(target=self._run, name="shadow-helper-out", daemon=True)
         self._thread.start()
@@ -109,9 +112,12 @@ class Outbox:
                 replies, self._replies = self._replies, []
                 stopping = self._stopping
             try:
-                errors = self._errors_seen() - self.errors
+                errors = []
+                for engine, total in self._errors_seen().items():
+                    if total > self.errors.get(engine, 0):
+                        errors.append((engine, total - self.errors.get(engine, 0)))
+                        self.errors[engine] = total
                 if finished or errors:
-                    self.errors += errors
                     self._sock.sendall(frame((OUTCOMES_MSG, finished, errors)))
                 for message in replies:
                     self._sock.sendall(frame(message))
@@ -141,6 +147,7 @@ class HelperPipeline(Pipeline):
 
     def __init__(self, config: ShadowConfig, telemetry: Telemetry, outbox: Outbox) -> None:
         super().__init__(config, telemetry, {t.name: t.sample_rate for t in config.targets})
+        self.cpu_budget = 0.0  # the app's budget is the app's: the helper has its own process
         self._outbox = outbox
         #: Replaying what waited in the socket while this helper started (see ``submit``).
         self.starting = True
@@ -151,10 +158,15 @@ class HelperPipeline(Pipeline):
             for j, outcome in enumerate(OUTCOMES)
         }
 
+    @property
+    def telemetry(self) -> Telemetry:
+        return self._telemetry
+
     def replay(self, message: Any) -> None:
         (
             _,
             seq,
+            _,
             route,
             method,
             path,
@@ -270,50 +282,89 @@ def _setup_logging() -> None:
     logger.setLevel(logging.INFO)
 
 
-def _telemetry(config: ShadowConfig, sock: socket.socket) -> Telemetry | None:
-    link = config.span_placement == "link"
-    spec = config.telemetry_setup
-    if spec is not None:
-        try:
-            tracer_provider, meter_provider = run_setup(spec)
-        except BaseException as exc:
-            sock.sendall(frame((FAILED, f"telemetry_setup {spec!r} failed: {exc!r}")))
-            return None
+class Telemetries:
+    """The helper's telemetry, set up once per ``telemetry_setup`` (None: from the ``OTEL_*``
+    variables) and shared by every engine naming it: one helper serves all the engines of
+    its app process."""
+
+    def __init__(self, quiet: bool) -> None:
+        self._quiet = quiet  # an earlier helper of this app process already warned
+        self._made: dict[str | None, Telemetry | str] = {}
+
+    def get(self, config: ShadowConfig) -> Telemetry | str:
+        """The engine's telemetry, or why its setup failed."""
+        spec = config.telemetry_setup
+        made = self._made.get(spec)
+        if made is None:
+            made = self._make(spec)
+            self._made[spec] = made
+        link = config.span_placement == "link"
+        if isinstance(made, Telemetry) and made._link != link:
+            # The same providers and instruments (made twice, the SDK would warn); the span
+            # placement is the engine's own.
+            made = copy.copy(made)
+            made._link = link
+        return made
+
+    def _make(self, spec: str | None) -> Telemetry | str:
+        if spec is not None:
+            try:
+                tracer_provider, meter_provider = run_setup(spec)
+            except BaseException as exc:
+                return f"telemetry_setup {spec!r} failed: {exc!r}"
+            _setup_logging()
+            return Telemetry(tracer_provider, meter_provider)
         _setup_logging()
-        return Telemetry(tracer_provider, meter_provider, link=link)
-    _setup_logging()
-    try:
-        where = configure_from_env(os.environ)
-    except ImportError as exc:
-        logger.warning(
-            "no OpenTelemetry SDK in the helper (%s): shadow spans and metrics are not recorded", exc
-        )
-    else:
-        if "spans: none" in where:
-            logger.warning(
-                "telemetry_setup is not set and no OTEL_TRACES_EXPORTER / OTEL_EXPORTER_OTLP_ENDPOINT "
-                "is: the helper exports no shadow span (%s)",
-                where,
-            )
-    return Telemetry(None, None, link=link)
+        try:
+            where = configure_from_env(os.environ)
+        except ImportError as exc:
+            if not self._quiet:
+                logger.warning(
+                    "no OpenTelemetry SDK in the helper (%s): shadow spans and metrics are not recorded", exc
+                )
+        else:
+            if "spans: none" in where and not self._quiet:
+                logger.warning(
+                    "telemetry_setup is not set and no OTEL_TRACES_EXPORTER / OTEL_EXPORTER_OTLP_ENDPOINT "
+                    "is: the helper exports no shadow span (%s)",
+                    where,
+                )
+        return Telemetry(None, None)
 
 
 def _yield_to_the_app() -> None:
-    """Run at the lowest priority (nice 19): on a core of its own the helper runs at full
-    speed; on the app's core it gets the time the app leaves (a nice-19 process weighs 1/68
-    of a normal one and does not preempt it), so it never slows production. What it cannot
-    take in time waits in the socket, and beyond that is dropped (``queue_full``) and counted
-    by the app. Not ``SCHED_IDLE``: that would stop it entirely while any other process keeps
-    the cores busy."""
+    """Never compete with the app for the CPU. ``SCHED_IDLE`` (Linux): the helper runs only
+    when a core has nothing else to run, and never preempts the app; where that is refused,
+    nice 19 (a nice-19 process weighs 1/68 of a normal one). What it cannot take in time waits
+    in the socket, and beyond that is dropped (``queue_full``) and counted by the app: on a
+    busy machine shadows are dropped, production is never slowed.
+
+    And it need not share the app's core: an app pinned to one core (``taskset``, a pinned
+    worker) makes its helper inherit that mask; the helper moves to the machine's other cores
+    when there are any (within what its cgroup allows). A wider mask is left as it is."""
     try:
         os.nice(19 - os.nice(0))
     except OSError:
         pass
+    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError:
+            pass
+    if hasattr(os, "sched_getaffinity"):
+        try:
+            mine = os.sched_getaffinity(0)
+            others = set(range(os.cpu_count() or 1)) - mine
+            if len(mine) == 1 and others:
+                os.sched_setaffinity(0, others)
+        except OSError:
+            pass  # a cpuset that does not allow them: stay where we are
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     fd, parent = int(args[0]), int(args[1])
+    quiet = len(args) > 2 and args[2] == "1"
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
 
@@ -330,97 +381,146 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent(parent)
     _yield_to_the_app()
     _name_native_thread(b"shadow-helper")
-    reader = FrameReader()
-    backlog: list[Any] = []
-    while not backlog:
-        data = sock.recv(1 << 18)
-        if not data:
-            return 0
-        backlog = reader.feed(data)
-    first = backlog.pop(0)
-    if first[0] != CONFIG:
-        return 2
-    _, config_data, path, _ = first
-    for entry in reversed(path):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
-    config = ShadowConfig.from_env({}, base=config_data)
-    telemetry = _telemetry(config, sock)
-    if telemetry is None:
-        return 2
-    pipeline: HelperPipeline | None = None
-    outbox = Outbox(sock, lambda: pipeline.internal_errors if pipeline is not None else 0)
-    pipeline = HelperPipeline(config, telemetry, outbox)
-    timeout = _serve(sock, reader, backlog, pipeline, telemetry, outbox)
-    _close(pipeline, telemetry, outbox, config.drain_timeout if timeout is None else timeout)
+    engines = Engines(sock, Telemetries(quiet))
+    _serve(sock, engines)
+    engines.close_all()
     return 0
 
 
-def _serve(
-    sock: socket.socket,
-    reader: FrameReader,
-    backlog: list[Any],
-    pipeline: HelperPipeline,
-    telemetry: Telemetry,
-    outbox: Outbox,
-) -> float | None:
-    """Handle messages until the app closes us (returns its drain timeout) or goes away (None)."""
-    targets = pipeline.config.targets
+class Engines:
+    """The pipeline of each engine of the app process, by engine id."""
+
+    def __init__(self, sock: socket.socket, telemetries: Telemetries) -> None:
+        self.sock = sock
+        self.telemetries = telemetries
+        self.pipelines: dict[int, HelperPipeline] = {}
+        self.closing: list[threading.Thread] = []
+        self.outbox = Outbox(sock, self.errors)
+
+    def errors(self) -> dict[int, int]:
+        return {engine: p.internal_errors for engine, p in list(self.pipelines.items())}
+
+    def configure(self, message: Any) -> None:
+        _, engine, config_data, path, _ = message
+        for entry in reversed(path):
+            if entry not in sys.path:
+                sys.path.insert(0, entry)
+        config = ShadowConfig.from_env({}, base=config_data)
+        telemetry = self.telemetries.get(config)
+        if isinstance(telemetry, str):
+            self.outbox.reply((FAILED, engine, telemetry))
+            return  # its exchanges are dropped (no pipeline): the app logs why
+        self.pipelines[engine] = HelperPipeline(config, telemetry, self.outbox)
+
+    def caught_up(self) -> None:
+        """The socket is empty: what waited while the helper (or an engine) started is replayed."""
+        for pipeline in list(self.pipelines.values()):
+            pipeline.starting = False
+
+    def exchange(self, message: Any) -> None:
+        pipeline = self.pipelines.get(message[2])
+        if pipeline is None:
+            self.outbox.finished(message[1], tuple(i * OUTCOME_SLOTS + _DROPPED for i in message[8]))
+        else:
+            pipeline.replay(message)  # never raises
+
+    def counts(self, message: Any) -> None:
+        pipeline = self.pipelines.get(message[1])
+        if pipeline is None:
+            return
+        targets = pipeline.config.targets
+        for index, route, outcome, count, reason in message[2]:
+            name = targets[index].name
+            if outcome == _DROPPED_NAME:
+                # Refused in the app: no span of its own, a share of the interval's coalesced one.
+                pipeline.coalesce(name, route, reason, count, route.partition(" ")[0], "", "")
+            else:
+                pipeline.telemetry.count_outcomes(name, route, outcome, count)
+
+    def flush(self, message: Any) -> None:
+        _, engine, flush_id, timeout = message
+        pipeline = self.pipelines.get(engine)
+        if pipeline is None:
+            self.outbox.reply((FLUSHED, flush_id, True))
+            return
+        threading.Thread(target=_flush, args=(pipeline, self.outbox, flush_id, timeout), daemon=True).start()
+
+    def close(self, message: Any) -> None:
+        _, engine, timeout = message
+        pipeline = self.pipelines.pop(engine, None)
+        if pipeline is None:
+            self.outbox.reply((CLOSED, engine, True))
+            return
+        thread = threading.Thread(target=_close, args=(pipeline, self.outbox, engine, timeout), daemon=True)
+        thread.start()
+        self.closing.append(thread)
+
+    def close_all(self) -> None:
+        """The app has gone (or let us go): drain every engine within its drain_timeout."""
+        for engine, pipeline in list(self.pipelines.items()):
+            self.close((CLOSE, engine, pipeline.config.drain_timeout))
+        for thread in self.closing:
+            thread.join()
+        self.outbox.stop()
+
+
+def _serve(sock: socket.socket, engines: Engines) -> None:
+    """Handle messages until the app closes its end or goes away."""
+    reader = FrameReader()
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
     last = time.monotonic()
+    backlog: list[Any] = []
     while True:
         for message in backlog:
             kind = message[0]
-            if kind == EXCHANGE:
-                pipeline.replay(message)  # never raises
-            elif kind == CLOSE:
-                return float(message[1])
             try:
-                if kind == COUNTS:
-                    for index, route, outcome, count in message[1]:
-                        telemetry.count_outcomes(targets[index].name, route, outcome, count)
+                if kind == EXCHANGE:
+                    engines.exchange(message)
+                elif kind == CONFIG:
+                    engines.configure(message)
+                elif kind == COUNTS:
+                    engines.counts(message)
                 elif kind == FLUSH:
-                    threading.Thread(
-                        target=_flush, args=(pipeline, telemetry, outbox, message[1], message[2]), daemon=True
-                    ).start()
+                    engines.flush(message)
+                elif kind == CLOSE:
+                    engines.close(message)
             except Exception as exc:
-                pipeline.error(exc)
+                logger.warning("shadow_middleware internal error (ignored): %r", exc, exc_info=exc)
         try:
             data = sock.recv(1 << 18, _DONTWAIT) if _DONTWAIT else sock.recv(1 << 18)
         except BlockingIOError:
             backlog = []
-            pipeline.starting = False  # caught up with what waited during the start-up
+            engines.caught_up()  # with what waited during the start-up
             if time.monotonic() - last < ACTIVE_FOR:
                 time.sleep(POLL_EVERY)
             else:
                 poller.poll()  # idle: wait on the socket (SIGTERM makes it readable, see main)
             continue
         except OSError:
-            return None
+            return
         if not data:
-            return None  # the app went away: drain within drain_timeout
+            return  # the app went away, or let us go: drain within drain_timeout
         last = time.monotonic()
         backlog = reader.feed(data)
 
 
-def _flush(pipeline: Pipeline, telemetry: Telemetry, outbox: Outbox, flush_id: int, timeout: float) -> None:
+def _flush(pipeline: HelperPipeline, outbox: Outbox, flush_id: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     done = pipeline.flush(timeout)
-    ok = telemetry.force_flush(max(deadline - time.monotonic(), 0.0)) and done
+    ok = pipeline.telemetry.force_flush(max(deadline - time.monotonic(), 0.0)) and done
     outbox.reply((FLUSHED, flush_id, ok))
 
 
-def _close(pipeline: Pipeline, telemetry: Telemetry, outbox: Outbox, timeout: float) -> None:
+def _close(pipeline: HelperPipeline, outbox: Outbox, engine: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     try:
         pipeline.close(timeout)
-        ok = telemetry.force_flush(max(deadline - time.monotonic(), 0.5))
+        ok = pipeline.telemetry.force_flush(max(deadline - time.monotonic(), 0.5))
     except Exception as exc:
         pipeline.error(exc)
         ok = False
-    outbox.reply((CLOSED, ok))
-    outbox.stop()
+    outbox.reply((CLOSED, engine, ok))
 
 
 if __name__ == "__main__":

@@ -15,13 +15,14 @@ import os
 import sys
 import threading
 
-__all__ = ["THREAD_NAME", "background_loop"]
+__all__ = ["THREAD_NAME", "background_loop", "background_thread_id"]
 
 THREAD_NAME = "shadow-dispatcher"
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _pid = 0
+_tid = 0  # the background thread's id (pthread), for its CPU clock
 
 
 def background_loop() -> asyncio.AbstractEventLoop:
@@ -40,11 +41,18 @@ def background_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+def background_thread_id() -> int:
+    """The running background thread's id in this process, 0 when none has started."""
+    return _tid if _pid == os.getpid() else 0
+
+
 def on_background_thread() -> bool:
     return threading.current_thread().name == THREAD_NAME and _pid == os.getpid()
 
 
 def _run(loop: asyncio.AbstractEventLoop) -> None:
+    global _tid
+    _tid = threading.get_ident()
     _name_native_thread(b"shadow-dispatch")
     asyncio.set_event_loop(loop)
     loop.run_forever()

@@ -34,6 +34,7 @@ class Reason(StrEnum):
     CIRCUIT_OPEN = "circuit_open"
     SHUTDOWN = "shutdown"
     HELPER_RESTART = "helper_restart"  # isolation="process": the helper process was lost, or restarting
+    CPU_BUDGET = "cpu_budget"  # shadow work in the app process is over ShadowConfig.cpu_budget
     # skipped
     BODY_TOO_LARGE = "body_too_large"
     BODY_NOT_READ = "body_not_read"

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ._budget import meter
 from ._circuit import CircuitBreaker
 from ._config import ShadowConfig
 from ._dispatch import Dispatcher, HTTPClient, Job, Primary, TargetState
@@ -37,6 +38,12 @@ default_client: Callable[[int], HTTPClient] = MiniHTTPClient
 
 # An outcome decided in a request thread, waiting for its span on the dispatcher's thread.
 _Record = tuple[Result, Any, list[tuple[str, str]], int, int]
+
+#: Refusals (``dropped``) are coalesced: counted at once, but one span per target, route and
+#: reason every COALESCE_EVERY seconds (and at flush / close), carrying the count
+#: (``shadow.coalesced_count``). A refused shadow must cost next to nothing: a span per refusal
+#: made the shadow machinery busiest exactly when a slow candidate had most requests refused.
+COALESCE_EVERY = 1.0
 
 
 class Pipeline:
@@ -69,6 +76,10 @@ class Pipeline:
         self._flush_waiters = 0
         self.internal_errors = 0
         self._missing_warned: set[str] = set()  # Compare.fields pointers logged as missing
+        # (target, route, reason) -> [count, method, path, query, first time_ns]
+        self._coalesced: dict[tuple[str, str, str], list[Any]] = {}
+        self._coalesce_armed = False
+        self.cpu_budget = config.cpu_budget  # live: Shadow.set_cpu_budget changes it
 
     # ---- counters ----------------------------------------------------------------
 
@@ -100,6 +111,10 @@ class Pipeline:
 
     def submit(self, job: Job) -> Reason | None:
         """Queue a job; returns a drop reason when it was refused."""
+        budget = self.cpu_budget
+        if budget > 0.0 and job.tap._deferred and not meter().admit(budget):
+            # A json: sample key decides only now; any other request was admitted in Shadow.begin.
+            return Reason.CPU_BUDGET
         with self._lock:
             if self._closed:
                 return Reason.SHUTDOWN
@@ -113,8 +128,13 @@ class Pipeline:
 
     def end_early(self, tap: Tap, state: TargetState, outcome: Outcome, reason: Reason) -> None:
         """An exchange that ends before any shadow call (skipped, dropped): counted here,
-        its span recorded on the dispatcher thread, never in the request's."""
+        its span recorded on the dispatcher thread, never in the request's; a refusal
+        (dropped) only adds to its coalesced span."""
         target = state.target
+        if outcome is Outcome.DROPPED:
+            self._count(target.name, outcome, tap, False)
+            self.coalesce(target.name, tap.route, reason, 1, tap.method, tap.path, tap.query)
+            return
         result = early_result(
             target, tap.route, tap.method, shadow_url(target, tap.path, tap.query), outcome, reason
         )
@@ -137,6 +157,73 @@ class Pipeline:
                 self.error(exc)
             finally:
                 self._retire(seq)
+
+    def would_refuse(self, chosen: list[TargetState]) -> Reason | None:
+        """The reason every chosen target would refuse a job now (queue full, circuit open),
+        else None: such a request is refused in ``Shadow.begin``, before anything is copied."""
+        dispatcher = self._dispatcher
+        if dispatcher is None or len(chosen) != 1:
+            return None
+        return dispatcher.would_refuse(chosen[0])
+
+    def refuse(
+        self, route: str, method: str, path: str, query: str, chosen: list[TargetState], reason: Reason
+    ) -> None:
+        """Refuse a request's shadows at admission, before any copy (``dropped``, ``reason``)."""
+        for state in chosen:
+            self._count(state.target.name, Outcome.DROPPED, None, False)
+            self.coalesce(state.target.name, route, reason, 1, method, path, query)
+
+    def coalesce(
+        self, target: str, route: str, reason: str, count: int, method: str, path: str, query: str
+    ) -> None:
+        """Add ``count`` refusals (already counted) to the coalesced span of their interval."""
+        key = (target, route, reason)
+        with self._lock:
+            entry = self._coalesced.get(key)
+            if entry is not None:
+                entry[0] += count
+                return
+            self._coalesced[key] = [count, method, path, query, time.time_ns()]
+            arm = not self._coalesce_armed
+            self._coalesce_armed = True
+            closed = self._closed
+        if closed:
+            self.flush_coalesced()  # shutting down: nothing left to protect
+        elif arm:
+            self._dispatcher_for_process().later(COALESCE_EVERY, self.flush_coalesced)
+
+    def flush_coalesced(self) -> None:
+        """Record the coalesced spans of the interval, and hand the interval's
+        ``shadow.requests`` counts to the SDK."""
+        with self._lock:
+            table, self._coalesced = self._coalesced, {}
+            self._coalesce_armed = False
+        for (name, route, reason), (count, method, path, query, _) in table.items():
+            try:
+                target = self.states[name].target
+                result = early_result(
+                    target, route, method, shadow_url(target, path, query), Outcome.DROPPED, Reason(reason)
+                )
+                result.coalesced_count = count
+                # A root span: it stands for many requests, of as many traces.
+                self._telemetry.finish(None, result)
+            except Exception as exc:
+                self.error(exc)
+        try:
+            self._telemetry.flush_counts()
+        except Exception as exc:
+            self.error(exc)
+
+    def _arm_interval(self) -> None:
+        """The interval's timer (loop thread), if none is armed: counts leave within a second."""
+        with self._lock:
+            if self._coalesce_armed:
+                return
+            self._coalesce_armed = True
+        dispatcher = self._dispatcher
+        if dispatcher is not None:
+            dispatcher.later(COALESCE_EVERY, self.flush_coalesced)
 
     def deliver(self, jobs: list[Job], primary: Primary) -> None:
         dispatcher = self._dispatcher
@@ -178,6 +265,8 @@ class Pipeline:
             job.span = None
             job.body = b""
             self._retire(job.seq)
+        if not self._coalesce_armed:
+            self._arm_interval()
 
     def emit(self, record: Any) -> None:
         result, ctx, headers, start_ns, seq = record
@@ -188,6 +277,8 @@ class Pipeline:
             self.error(exc)
         finally:
             self._retire(seq)
+        if not self._coalesce_armed:
+            self._arm_interval()
 
     def error(self, exc: BaseException) -> None:
         self.internal_errors += 1
@@ -218,7 +309,9 @@ class Pipeline:
                 self._cond.notify_all()
 
     def flush(self, timeout: float) -> bool:
-        """Wait until every job accepted so far has finished and its span ended."""
+        """Wait until every job accepted so far has finished and its span ended (and the
+        coalesced spans of refusals so far are recorded)."""
+        self.flush_coalesced()
         deadline = time.monotonic() + timeout
         with self._cond:
             horizon = self._seq

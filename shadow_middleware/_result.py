@@ -36,3 +36,5 @@ class Result:
     score_abs_diff: float | None = None
     # Compare.fields pointers absent from both answers (reason field_missing)
     missing_fields: list[str] = field(default_factory=list)
+    # A coalesced span: this many refusals of one (target, route, reason) in one interval
+    coalesced_count: int | None = None

@@ -4,6 +4,7 @@ the application configures the SDK (or not, and then all of this is a cheap no-o
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -99,11 +100,17 @@ class Telemetry:
         # ~10 us in the SDK. The primary latency and diff counts are on the spans.
         self._metric_attrs: dict[tuple[str, str, str], dict[str, str]] = {}
         self._route_attrs: dict[tuple[str, str], dict[str, str]] = {}
+        # shadow.requests is added up here and handed to the SDK in batches (flush_counts, at
+        # least every second by the pipeline, and before every force_flush): one SDK
+        # measurement per exchange (~25 µs: attribute hashing, locks) was a tenth of its cost.
+        self._counts_lock = threading.Lock()
+        self._pending_counts: dict[tuple[str, str, str], int] = {}
 
     def force_flush(self, timeout: float) -> bool:
         """Flush the providers in use (the global ones when none were given) within
         ``timeout`` seconds; the SDK's own atexit does not run under every server."""
         ok = True
+        self.flush_counts()
         providers = (
             self._tracer_provider or trace.get_tracer_provider(),
             self._meter_provider or metrics.get_meter_provider(),
@@ -177,7 +184,9 @@ class Telemetry:
             attrs = {"shadow.target": key[0], "shadow.route": key[1], "shadow.outcome": key[2]}
             if len(self._metric_attrs) < 10_000:
                 self._metric_attrs[key] = attrs
-        self._requests.add(1, attrs)
+        with self._counts_lock:
+            pending = self._pending_counts
+            pending[key] = pending.get(key, 0) + (result.coalesced_count or 1)
         if result.candidate_ms is not None:
             self._candidate_duration.record(result.candidate_ms / 1000.0, attrs)
         if result.decision_flip or result.score_abs_diff is not None:
@@ -191,6 +200,14 @@ class Telemetry:
                 self._flips.add(1, route_attrs)
             if result.score_abs_diff is not None:
                 self._abs_diff.record(result.score_abs_diff, route_attrs)
+
+    def flush_counts(self) -> None:
+        """Hand the ``shadow.requests`` counts added up so far to the SDK."""
+        with self._counts_lock:
+            pending, self._pending_counts = self._pending_counts, {}
+        for (target, route, outcome), count in pending.items():
+            attrs = {"shadow.target": target, "shadow.route": route, "shadow.outcome": outcome}
+            self._requests.add(count, attrs)
 
     def count_outcomes(self, target: str, route: str, outcome: str, count: int) -> None:
         """Add ``count`` exchanges to ``shadow.requests`` at once: outcomes decided where no
@@ -238,6 +255,8 @@ def _span_attributes(r: Result) -> dict[str, Any]:
         attrs["shadow.request.body." + suffix] = scalar
     if r.error_type is not None:
         attrs["error.type"] = r.error_type
+    if r.coalesced_count is not None:
+        attrs["shadow.coalesced_count"] = r.coalesced_count
     return attrs
 
 

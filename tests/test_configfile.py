@@ -48,6 +48,7 @@ record_inputs = ["/tenure_months", "/monthly_charges"]
 forward_headers = ["x-session-id"]
 isolation = "process"
 telemetry_setup = "examples.churn.telemetry:helper_telemetry"
+cpu_budget = 0.25
 
 [compare]
 ignore = []  # only for a whole-body comparison, or below a compared field
@@ -124,6 +125,7 @@ def example_by_constructor() -> ShadowConfig:
         forward_headers=["x-session-id"],
         isolation="process",
         telemetry_setup="examples.churn.telemetry:helper_telemetry",
+        cpu_budget=0.25,
     )
 
 

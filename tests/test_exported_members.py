@@ -78,8 +78,10 @@ def test_contract_signatures() -> None:
     assert config["drop_headers"] == ("authorization", "cookie", "proxy-authorization", "x-api-key")
     assert config["sample_key"] is None and config["correlation_id"] is None and config["enabled"] is True
     # Issue 13: the helper process is opt-in; thread mode stays the default.
-    assert list(config)[-2:] == ["isolation", "telemetry_setup"]
+    assert list(config)[-3:] == ["isolation", "telemetry_setup", "cpu_budget"]
     assert config["isolation"] == "thread" and config["telemetry_setup"] is None
+    # Issue 19: a CPU budget for shadow work in the app process, a tenth of a core by default.
+    assert config["cpu_budget"] == 0.10
     # opt-in request inputs on the spans (issue 14): a keyword, wherever it sits after span_placement
     assert config["record_inputs"] == ()
     assert defaults(shadow_middleware.Compare) == {

@@ -91,7 +91,7 @@ SAFE = ["/f/a/b.json", "/f/a%2Fb", "/f/v1.2/x"]
 def test_paths_that_could_leave_the_base_path_are_skipped_and_reach_the_app_untouched(
     kind: str, isolation: str, shadow_server: ShadowServer, tmp_path: Path
 ) -> None:
-    shadow_server.reply = lambda req: json_reply({})
+    shadow_server.reply = lambda req: json_reply({"prediction": 1})
     span_file = tmp_path / "spans.jsonl"
     env = {
         "SHADOW_BASE_URL": shadow_server.url + "/base",

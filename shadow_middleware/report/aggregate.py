@@ -73,6 +73,8 @@ MAX_GROUPS = 1000  # target/route groups kept; a deployment has a handful
 MAX_KINDS = 100
 OTHER_KIND = "(other)"
 MAX_NAMES = 100_000  # attribute names whose kind is cached
+# a coalesced span counts at most this many refusals (one target, route and reason in one second)
+MAX_COALESCED = 10_000_000
 
 _P_BODY = "shadow.primary.body."
 _C_BODY = "shadow.candidate.body."
@@ -135,11 +137,11 @@ def _number(value: Any) -> float | None:
     return f if -MAX_VALUE <= f <= MAX_VALUE else None
 
 
-def _bump(counts: dict[str, int], key: str) -> None:
-    """``counts[key] += 1``; a new key beyond :data:`MAX_KINDS` counts as :data:`OTHER_KIND`."""
+def _bump(counts: dict[str, int], key: str, n: int = 1) -> None:
+    """``counts[key] += n``; a new key beyond :data:`MAX_KINDS` counts as :data:`OTHER_KIND`."""
     if key not in counts and len(counts) >= MAX_KINDS:
         key = OTHER_KIND
-    counts[key] = counts.get(key, 0) + 1
+    counts[key] = counts.get(key, 0) + n
 
 
 class SeenIds:
@@ -425,17 +427,22 @@ def _fold(batches: Iterable[list[ShadowSpan]], options: ReportOptions) -> Aggreg
                 continue
             group = groups[key] = Group(*key)
         outcome = span.outcome
+        # A coalesced span (refusals: always dropped) stands for shadow.coalesced_count exchanges;
+        # any other span, one (a count on another outcome is not ours: ignored).
+        weight = attrs.get("shadow.coalesced_count", 1) if outcome == Outcome.DROPPED else 1
+        if type(weight) is not int or not 1 <= weight <= MAX_COALESCED:
+            weight = 1
         if outcome in group.outcomes:
-            group.outcomes[outcome] += 1
+            group.outcomes[outcome] += weight
         else:
-            group.other_outcomes += 1
+            group.other_outcomes += weight
         reason = attrs.get("shadow.reason")
         excluded = False
         if reason is not None:
-            _bump(group.reasons, str(reason))
+            _bump(group.reasons, str(reason), weight)
             by = group.reasons_by_outcome
             okey = outcome if outcome in by or len(by) < MAX_KINDS else OTHER_KIND
-            _bump(by.setdefault(okey, {}), str(reason))
+            _bump(by.setdefault(okey, {}), str(reason), weight)
             if reason == FIELD_MISSING:
                 excluded = True
                 group.field_missing += 1

@@ -26,7 +26,7 @@ async def files(request: Request, p: str) -> dict[str, Any]:
     """What the app was given of the request line (issue 18: the app gets it untouched)."""
     await request.body()
     raw = request.scope.get("raw_path") or b""
-    return {"p": p, "path": request.scope["path"], "raw": raw.decode("latin-1")}
+    return {"prediction": 1, "p": p, "path": request.scope["path"], "raw": raw.decode("latin-1")}
 
 
 @app.post("/echo")

@@ -24,7 +24,12 @@ def predict() -> dict[str, Any]:
 def files(p: str) -> dict[str, Any]:
     """What the app was given of the request line (issue 18: the app gets it untouched)."""
     request.get_data()
-    return {"p": p, "path": request.environ["PATH_INFO"], "raw": request.environ.get("RAW_URI", "")}
+    return {
+        "prediction": 1,
+        "p": p,
+        "path": request.environ["PATH_INFO"],
+        "raw": request.environ.get("RAW_URI", ""),
+    }
 
 
 @app.post("/boom")
