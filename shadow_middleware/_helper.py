@@ -30,7 +30,7 @@ from typing import Any
 
 from ._config import ShadowConfig
 from ._dispatch import Job
-from ._isolation import (
+from ._helperwire import (
     CLOSE,
     CLOSED,
     CONFIG,

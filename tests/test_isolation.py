@@ -25,6 +25,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from shadow_middleware import Compare, Shadow, ShadowConfig, ShadowStatsApp, ShadowTarget
+from shadow_middleware import _helperlink as helperlink
 from shadow_middleware import _isolation as isolation
 from shadow_middleware._config import config_data, describe
 
@@ -365,7 +366,7 @@ def test_deferred_sampling_by_a_body_value_matches_thread_mode(
 def test_a_full_socket_drops_and_counts_queue_full(
     shadow_server: ShadowServer, span_file: Path, engines: list[Shadow], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(isolation, "SEND_BUFFER", 4096)  # the kernel's minimum, about
+    monkeypatch.setattr(helperlink, "SEND_BUFFER", 4096)  # the kernel's minimum, about
     shadow = Shadow(process(shadow_server.url, max_body_bytes=1 << 20))
     engines.append(shadow)
     exchange(shadow)
@@ -405,7 +406,7 @@ def test_app_side_drops_reach_the_helpers_metric(
 ) -> None:
     metrics = tmp_path / "metrics.jsonl"
     monkeypatch.setenv("METRIC_FILE", str(metrics))
-    monkeypatch.setattr(isolation, "SEND_BUFFER", 4096)
+    monkeypatch.setattr(helperlink, "SEND_BUFFER", 4096)
     shadow = Shadow(process(shadow_server.url))
     engines.append(shadow)
     exchange(shadow)
