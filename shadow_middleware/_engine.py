@@ -25,6 +25,7 @@ from ._dispatch import TargetState
 from ._isolation import HelperClient
 from ._outcomes import OUTCOMES, Reason
 from ._pipeline import Pipeline
+from ._request import Request
 from ._tap import RequestTap, header_value
 from ._telemetry import Telemetry
 from ._wire import MARKER, sample_point, unsafe_path, valid_method, valid_origin_form
@@ -308,6 +309,7 @@ class Shadow:
                     chosen.append(state)
             if not chosen:
                 return None
+            request = Request(route, method, path, query, headers)
             if not deferred:
                 # A bound that would refuse anyway (the queue is full, the circuit is open, the
                 # socket to the helper is full) refuses before the copy, not after it.
@@ -316,17 +318,17 @@ class Shadow:
                 else:
                     early = pipeline.would_refuse(chosen)
                 if early is not None:
-                    pipeline.refuse(route, method, path, query, chosen, early)
+                    pipeline.refuse(request, chosen, early)
                     return None
             budget = self._cpu_budget
             if budget > 0.0:
                 cpu = meter()
                 if not deferred and not cpu.admit(budget):
                     # Refused before any copy: a refusal costs a few µs, counted exactly.
-                    pipeline.refuse(route, method, path, query, chosen, Reason.CPU_BUDGET)
+                    pipeline.refuse(request, chosen, Reason.CPU_BUDGET)
                     return None
                 cpu.charge(self._path_cost)
-            tap = pipeline.open(route, method, path, query, headers, chosen, deferred)
+            tap = pipeline.open(request, chosen, deferred)
             if unsafe_path(path, query):
                 tap.skip_all(Reason.UNSAFE_PATH)
                 return None

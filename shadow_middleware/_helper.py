@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from ._config import ShadowConfig
 from ._dispatch import Job
@@ -41,12 +41,14 @@ from ._helperwire import (
     FLUSHED,
     OUTCOME_SLOTS,
     OUTCOMES_MSG,
+    Exchange,
     FrameReader,
     frame,
 )
 from ._loop import _name_native_thread
 from ._outcomes import OUTCOMES, Outcome, Reason
 from ._pipeline import Pipeline
+from ._request import Request
 from ._tap import Tap
 from ._telemetry import Telemetry, configure_from_env, remote_parent, run_setup
 
@@ -162,51 +164,31 @@ class HelperPipeline(Pipeline):
     def telemetry(self) -> Telemetry:
         return self._telemetry
 
-    def replay(self, message: Any) -> None:
-        (
-            _,
-            seq,
-            _,
-            route,
-            method,
-            path,
-            query,
-            headers,
-            targets,
-            rates,
-            deferred,
-            body,
-            reason,
-            status,
-            encoding,
-            resp,
-            primary_ms,
-            traceparent,
-            tracestate,
-        ) = message
+    def replay(self, x: Exchange) -> None:
+        seq, deferred, body, reason, status = x.seq, x.deferred, x.body, x.reason, x.status
         tap: ReplayTap | None = None
         try:
-            states = [self._by_index[i] for i in targets]
+            states = [self._by_index[i] for i in x.targets]
             if deferred:
                 # Sampling by a body value is decided here, at the rate the app had then.
-                for state, rate in zip(states, rates, strict=True):
+                for state, rate in zip(states, x.rates, strict=True):
                     state.rate = rate
-            tap = ReplayTap(self, route, method, path, query, headers, states, deferred)
+            tap = ReplayTap(self, x.request, states, deferred)
             tap.seq = seq
             tap.codes = []
             tap.pending = 0
             tap.replayed = False
             tap.reported = False
-            tap.ctx = remote_parent(traceparent, tracestate)
+            tap.ctx = remote_parent(x.traceparent, x.tracestate)
             if body is None:
-                tap.skip_all(Reason(reason))
+                tap.skip_all(Reason(cast(str, reason)))  # with no body, the app says why
             else:
                 tap.feed(body)
                 tap.body_complete()
                 if status is not None:
-                    tap.response_start(status, encoding)
-                    tap.response_body(resp)
-                    tap.start = time.perf_counter() - primary_ms / 1000.0  # production's duration
+                    tap.response_start(status, x.encoding)
+                    tap.response_body(x.resp)
+                    tap.start = time.perf_counter() - x.primary_ms / 1000.0  # production's duration
                     tap.response_complete()
                 tap.finish(Reason(reason) if reason is not None else None)
         except Exception as exc:
@@ -418,11 +400,12 @@ class Engines:
             pipeline.starting = False
 
     def exchange(self, message: Any) -> None:
-        pipeline = self.pipelines.get(message[2])
+        x = Exchange.decode(message)
+        pipeline = self.pipelines.get(x.engine)
         if pipeline is None:
-            self.outbox.finished(message[1], tuple(i * OUTCOME_SLOTS + _DROPPED for i in message[8]))
+            self.outbox.finished(x.seq, tuple(i * OUTCOME_SLOTS + _DROPPED for i in x.targets))
         else:
-            pipeline.replay(message)  # never raises
+            pipeline.replay(x)  # never raises
 
     def counts(self, message: Any) -> None:
         pipeline = self.pipelines.get(message[1])
@@ -433,7 +416,7 @@ class Engines:
             name = targets[index].name
             if outcome == _DROPPED_NAME:
                 # Refused in the app: no span of its own, a share of the interval's coalesced one.
-                pipeline.coalesce(name, route, reason, count, route.partition(" ")[0], "", "")
+                pipeline.coalesce(name, Request(route, route.partition(" ")[0], "", "", []), reason, count)
             else:
                 pipeline.telemetry.count_outcomes(name, route, outcome, count)
 

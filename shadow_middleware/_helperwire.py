@@ -10,11 +10,12 @@ from __future__ import annotations
 import marshal
 import socket
 import struct
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._outcomes import OUTCOMES, Outcome
+from ._request import Request
 
-__all__ = ["FrameReader", "frame"]
+__all__ = ["Exchange", "FrameReader", "frame"]
 
 _LEN = struct.Struct("<I")
 #: App -> helper: the configuration (first message), an exchange, outcome counts for the
@@ -61,3 +62,47 @@ class FrameReader:
         if pos:
             del buf[:pos]
         return out
+
+
+class Exchange(NamedTuple):
+    """One exchange, app -> helper (kind ``EXCHANGE``): the request, its copies, and how its
+    targets were chosen. :meth:`encode` and :meth:`decode` are the one definition of its
+    layout on the wire, for both sides.
+
+    Parameters:
+        seq: its sequence number (the helper reports its outcomes under it).
+        engine: the engine it belongs to (the helper keeps a pipeline per engine).
+        request: the request, its headers already filtered (credentials stay in the app).
+        targets: the chosen targets' indexes in the configuration.
+        rates: with ``deferred``, each chosen target's live sample rate (else empty).
+        deferred: sampling by a body value, decided in the helper.
+        body: the request body; None: not copied (``reason`` says why).
+        reason: why production has no (complete) answer, or why the body is missing.
+        status, encoding, resp: production's answer (status None: none).
+        primary_ms: production's duration.
+        traceparent, tracestate: the request's trace context (``""``: none).
+    """
+
+    seq: int
+    engine: int
+    request: Request
+    targets: tuple[int, ...]
+    rates: tuple[float, ...]
+    deferred: bool
+    body: bytes | None
+    reason: str | None
+    status: int | None
+    encoding: str
+    resp: bytes
+    primary_ms: float
+    traceparent: str
+    tracestate: str
+
+    def encode(self) -> bytes:
+        """The framed message (marshal writes tuples, not a NamedTuple: both go as plain tuples)."""
+        return frame((EXCHANGE, *self[:2], tuple(self.request), *self[3:]))
+
+    @classmethod
+    def decode(cls, message: Any) -> Exchange:
+        """The exchange a message of kind ``EXCHANGE`` carries."""
+        return cls(message[1], message[2], Request(*message[3]), *message[4:])

@@ -51,8 +51,9 @@ from ._circuit import CircuitBreaker
 from ._config import ShadowConfig, config_data
 from ._dispatch import TargetState
 from ._helperlink import HelperLink, log_error, process_link
-from ._helperwire import _DROPPED, _NOSIGNAL, _SKIPPED, CLOSE, CONFIG, COUNTS, EXCHANGE, FLUSH, frame
+from ._helperwire import _DROPPED, _NOSIGNAL, _SKIPPED, CLOSE, CONFIG, COUNTS, FLUSH, Exchange, frame
 from ._outcomes import OUTCOMES, Reason
+from ._request import Request
 from ._tap import CappedCopy
 from ._telemetry import trace_context
 from ._wire import HeaderFilter
@@ -82,17 +83,11 @@ class Capture(CappedCopy):
     def __init__(
         self,
         client: HelperClient,
-        route: str,
-        method: str,
-        path: str,
-        query: str,
-        headers: list[tuple[str, str]],
+        request: Request,
         states: list[TargetState],
         deferred: bool,
     ) -> None:
-        super().__init__(
-            route, method, path, query, headers, client.max_body_bytes, client.max_response_bytes
-        )
+        super().__init__(request, client.max_body_bytes, client.max_response_bytes)
         self._client = client
         self.states = states
         self.deferred = deferred
@@ -114,23 +109,13 @@ class Capture(CappedCopy):
     def _wants_response(self) -> bool:
         return not (self._over or self._sent)
 
-    def body_complete(self) -> None:
-        if self._body_done or self._broken:
-            return
-        self._body_done = True
-        try:
-            if self._over:
-                self.skip_all(Reason.BODY_TOO_LARGE)
-                return
-            self._body = b"".join(self._chunks)
-            self._chunks = []
-            if self._resp_done:
-                # The app answered before it finished reading the body: compare with that answer.
-                self._send(self._body, None, self._resp_status)
-            else:
-                self._client.watch(self)
-        except Exception as exc:
-            self._fail(exc)
+    def _body_copied(self, body: bytes) -> None:
+        self._body = body
+        if self._resp_done:
+            # The app answered before it finished reading the body: compare with that answer.
+            self._send(body, None, self._resp_status)
+        else:
+            self._client.watch(self)
 
     def response_complete(self) -> None:
         if self._resp_done or self._broken:
@@ -251,31 +236,20 @@ class HelperClient:
         self.errors += 1
         log_error(exc)
 
-    def open(
-        self,
-        route: str,
-        method: str,
-        path: str,
-        query: str,
-        headers: list[tuple[str, str]],
-        chosen: list[TargetState],
-        deferred: bool,
-    ) -> Capture:
-        return Capture(self, route, method, path, query, headers, chosen, deferred)
+    def open(self, request: Request, chosen: list[TargetState], deferred: bool) -> Capture:
+        return Capture(self, request, chosen, deferred)
 
     def full(self) -> bool:
         """The socket to the helper was full at the last write (part of a message waits): a new
         exchange is refused before anything is copied, as it would be dropped once copied."""
         return bool(self._link.out) and self._link.helper is not None
 
-    def refuse(
-        self, route: str, method: str, path: str, query: str, chosen: list[TargetState], reason: Reason
-    ) -> None:
+    def refuse(self, request: Request, chosen: list[TargetState], reason: Reason) -> None:
         """Refuse a request's shadows at admission, before any copy (``dropped``, ``reason``)."""
         index = self._index
         targets = tuple(index[s.target.name] for s in chosen)
         with self._link.lock:
-            self.count_locked(route, targets, _DROPPED, reason)
+            self.count_locked(request.route, targets, _DROPPED, reason)
 
     def release(self) -> None:
         """The engine was collected without ``close()``: its pipeline in the helper ends."""
@@ -309,52 +283,47 @@ class HelperClient:
             link.pending.pop(id(cap), None)
         index = self._index
         targets = tuple(index[s.target.name] for s in cap.states)
+        route = cap.request.route
         try:
             traceparent, tracestate = trace_context(cap.ctx)
             withheld = self._withheld
-            headers = [(k, v) for k, v in cap.headers if not withheld(k)]
+            request = cap.request
+            headers = [(k, v) for k, v in request.headers if not withheld(k)]
             rates = tuple(s.rate for s in cap.states) if cap.deferred else ()
             seq = next(link.seqs)
-            data = frame(
-                (
-                    EXCHANGE,
-                    seq,
-                    self.engine,
-                    cap.route,
-                    cap.method,
-                    cap.path,
-                    cap.query,
-                    headers,
-                    targets,
-                    rates,
-                    cap.deferred,
-                    body,
-                    None if reason is None else str(reason),
-                    status,
-                    encoding,
-                    resp,
-                    primary_ms,
-                    traceparent,
-                    tracestate,
-                )
-            )
+            data = Exchange(
+                seq,
+                self.engine,
+                request._replace(headers=headers),
+                targets,
+                rates,
+                cap.deferred,
+                body,
+                None if reason is None else str(reason),
+                status,
+                encoding,
+                resp,
+                primary_ms,
+                traceparent,
+                tracestate,
+            ).encode()
         except Exception as exc:
             self.error(exc)
             with lock:
-                self.count_locked(cap.route, targets, _SKIPPED, Reason.INTERNAL_ERROR)
+                self.count_locked(route, targets, _SKIPPED, Reason.INTERNAL_ERROR)
             return
         with lock:
             if self.closed:
-                self.count_locked(cap.route, targets, _DROPPED, Reason.SHUTDOWN)
+                self.count_locked(route, targets, _DROPPED, Reason.SHUTDOWN)
                 return
             helper = link.helper_locked()
             if helper is None:
-                self.count_locked(cap.route, targets, _DROPPED, Reason.HELPER_RESTART)  # lost, waiting
+                self.count_locked(route, targets, _DROPPED, Reason.HELPER_RESTART)  # lost, waiting
                 return
             if link.out and not link.write_locked(helper):
-                self.count_locked(cap.route, targets, _DROPPED, Reason.QUEUE_FULL)  # the socket is full
+                self.count_locked(route, targets, _DROPPED, Reason.QUEUE_FULL)  # the socket is full
                 return
-            link.inflight[seq] = (self, cap.route, targets, helper)
+            link.inflight[seq] = (self, route, targets, helper)
             try:
                 sent = helper.sock.send(data, _NOSIGNAL)
             except BlockingIOError:
@@ -362,11 +331,11 @@ class HelperClient:
             except OSError:
                 # The helper is gone; the reader thread sees its EOF and counts what it had.
                 del link.inflight[seq]
-                self.count_locked(cap.route, targets, _DROPPED, Reason.HELPER_RESTART)
+                self.count_locked(route, targets, _DROPPED, Reason.HELPER_RESTART)
                 return
             if sent == 0:
                 del link.inflight[seq]
-                self.count_locked(cap.route, targets, _DROPPED, Reason.QUEUE_FULL)
+                self.count_locked(route, targets, _DROPPED, Reason.QUEUE_FULL)
                 return
             if sent < len(data):
                 link.out.append(memoryview(data)[sent:])

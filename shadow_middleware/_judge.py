@@ -13,30 +13,29 @@ from ._compare import compare_bodies, decode_body
 from ._config import ShadowConfig, ShadowTarget
 from ._dispatch import Job
 from ._outcomes import Outcome, Reason
+from ._request import Request
 from ._result import Result
-from ._wire import ShadowURL
+from ._wire import ShadowURL, shadow_url
 
 __all__ = ["early_result", "judge", "server_duration_ms", "unjudged_result", "warn_missing_fields"]
 
 logger = logging.getLogger("shadow_middleware")
 
 
-def _result(target: ShadowTarget, route: str, method: str, url: ShadowURL) -> Result:
-    return Result(target.name, route, method, url.full, target.host, target.port)
+def _result(target: ShadowTarget, request: Request, url: ShadowURL) -> Result:
+    return Result(target.name, request.route, request.method, url.full, target.host, target.port)
 
 
-def early_result(
-    target: ShadowTarget, route: str, method: str, url: ShadowURL, outcome: Outcome, reason: Reason
-) -> Result:
-    """An exchange that ended before any shadow call (``skipped`` or ``dropped``)."""
-    r = _result(target, route, method, url)
+def early_result(target: ShadowTarget, request: Request, outcome: Outcome, reason: Reason) -> Result:
+    """An exchange of ``request`` that ended before any shadow call (``skipped`` or ``dropped``)."""
+    r = _result(target, request, shadow_url(target, request.path, request.query))
     r.outcome, r.reason = outcome, reason
     return r
 
 
 def unjudged_result(job: Job) -> Result:
     """What is recorded when judging itself failed (one of our bugs)."""
-    r = _result(job.state.target, job.tap.route, job.method, job.url)
+    r = _result(job.state.target, job.tap.request, job.url)
     r.reason = Reason.INTERNAL_ERROR
     return r
 
@@ -44,7 +43,7 @@ def unjudged_result(job: Job) -> Result:
 def judge(job: Job, config: ShadowConfig) -> Result:
     """The outcome of a job whose candidate call has ended and whose primary answer is in
     (or given up on)."""
-    r = _result(job.state.target, job.tap.route, job.method, job.url)
+    r = _result(job.state.target, job.tap.request, job.url)
     r.correlation_id = job.tap.correlation_id
     r.inputs = job.tap.inputs
     primary = job.primary

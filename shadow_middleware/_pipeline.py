@@ -24,10 +24,11 @@ from ._dispatch import Dispatcher, HTTPClient, Job, Primary, TargetState
 from ._http import MiniHTTPClient
 from ._judge import early_result, judge, unjudged_result, warn_missing_fields
 from ._outcomes import OUTCOMES, Outcome, Reason
+from ._request import Request
 from ._result import Result
 from ._tap import Tap
 from ._telemetry import Telemetry
-from ._wire import outgoing_headers, shadow_url
+from ._wire import outgoing_headers
 
 __all__ = ["Pipeline", "default_client"]
 
@@ -76,7 +77,7 @@ class Pipeline:
         self._flush_waiters = 0
         self.internal_errors = 0
         self._missing_warned: set[str] = set()  # Compare.fields pointers logged as missing
-        # (target, route, reason) -> [count, method, path, query, first time_ns]
+        # (target, route, reason) -> [count, the first request, its time_ns]
         self._coalesced: dict[tuple[str, str, str], list[Any]] = {}
         self._coalesce_armed = False
         self.cpu_budget = config.cpu_budget  # live: Shadow.set_cpu_budget changes it
@@ -96,18 +97,9 @@ class Pipeline:
 
     # ---- the tap's side (request threads) ------------------------------------------
 
-    def open(
-        self,
-        route: str,
-        method: str,
-        path: str,
-        query: str,
-        headers: list[tuple[str, str]],
-        chosen: list[TargetState],
-        deferred: bool,
-    ) -> Tap:
+    def open(self, request: Request, chosen: list[TargetState], deferred: bool) -> Tap:
         """The tap of one request for which ``chosen`` targets were sampled."""
-        return Tap(self, route, method, path, query, headers, chosen, deferred)
+        return Tap(self, request, chosen, deferred)
 
     def submit(self, job: Job) -> Reason | None:
         """Queue a job; returns a drop reason when it was refused."""
@@ -133,11 +125,9 @@ class Pipeline:
         target = state.target
         if outcome is Outcome.DROPPED:
             self._count(target.name, outcome, tap, False)
-            self.coalesce(target.name, tap.route, reason, 1, tap.method, tap.path, tap.query)
+            self.coalesce(target.name, tap.request, reason, 1)
             return
-        result = early_result(
-            target, tap.route, tap.method, shadow_url(target, tap.path, tap.query), outcome, reason
-        )
+        result = early_result(target, tap.request, outcome, reason)
         result.correlation_id = tap.correlation_id
         result.inputs = tap.inputs
         self._count(target.name, outcome, tap, False)
@@ -145,7 +135,7 @@ class Pipeline:
             self._seq += 1
             seq = self._seq
             self._incomplete[seq] = None
-        record: _Record = (result, tap.ctx, tap.headers, time.time_ns(), seq)
+        record: _Record = (result, tap.ctx, tap.request.headers, time.time_ns(), seq)
         refused = self._dispatcher_for_process().emit(record)
         if refused == "closed":
             self.emit(record)  # shutting down: nothing left to protect
@@ -166,25 +156,22 @@ class Pipeline:
             return None
         return dispatcher.would_refuse(chosen[0])
 
-    def refuse(
-        self, route: str, method: str, path: str, query: str, chosen: list[TargetState], reason: Reason
-    ) -> None:
+    def refuse(self, request: Request, chosen: list[TargetState], reason: Reason) -> None:
         """Refuse a request's shadows at admission, before any copy (``dropped``, ``reason``)."""
         for state in chosen:
             self._count(state.target.name, Outcome.DROPPED, None, False)
-            self.coalesce(state.target.name, route, reason, 1, method, path, query)
+            self.coalesce(state.target.name, request, reason, 1)
 
-    def coalesce(
-        self, target: str, route: str, reason: str, count: int, method: str, path: str, query: str
-    ) -> None:
-        """Add ``count`` refusals (already counted) to the coalesced span of their interval."""
-        key = (target, route, reason)
+    def coalesce(self, target: str, request: Request, reason: str, count: int) -> None:
+        """Add ``count`` refusals (already counted) of requests like ``request`` to the
+        coalesced span of their interval (the first one's method, path and query stand for all)."""
+        key = (target, request.route, reason)
         with self._lock:
             entry = self._coalesced.get(key)
             if entry is not None:
                 entry[0] += count
                 return
-            self._coalesced[key] = [count, method, path, query, time.time_ns()]
+            self._coalesced[key] = [count, request, time.time_ns()]
             arm = not self._coalesce_armed
             self._coalesce_armed = True
             closed = self._closed
@@ -199,12 +186,10 @@ class Pipeline:
         with self._lock:
             table, self._coalesced = self._coalesced, {}
             self._coalesce_armed = False
-        for (name, route, reason), (count, method, path, query, _) in table.items():
+        for (name, _, reason), (count, request, _) in table.items():
             try:
                 target = self.states[name].target
-                result = early_result(
-                    target, route, method, shadow_url(target, path, query), Outcome.DROPPED, Reason(reason)
-                )
+                result = early_result(target, request, Outcome.DROPPED, Reason(reason))
                 result.coalesced_count = count
                 # A root span: it stands for many requests, of as many traces.
                 self._telemetry.finish(None, result)
@@ -239,7 +224,9 @@ class Pipeline:
         # The span starts with the shadow call, and the call carries that span's traceparent.
         tap: Tap = job.tap
         job.start_ns = time.time_ns()
-        job.span = self._telemetry.start_span(tap.ctx, tap.headers, "shadow " + tap.route, job.start_ns)
+        job.span = self._telemetry.start_span(
+            tap.ctx, tap.request.headers, "shadow " + tap.request.route, job.start_ns
+        )
         target = job.state.target
         job.headers = outgoing_headers(
             tap.forward,

@@ -21,6 +21,7 @@ from ._compare import MAX_STRING_VALUE, MISSING, AttrValue, resolve, try_json
 from ._config import ShadowConfig, Source
 from ._dispatch import Job, Primary, TargetState
 from ._outcomes import Outcome, Reason
+from ._request import Request
 from ._telemetry import capture_context
 from ._wire import forwarded_headers, sample_point, shadow_url
 
@@ -103,7 +104,7 @@ class CappedCopy:
     ``_isolation.Capture`` (process isolation), which decide what to do with them.
 
     Parameters:
-        route, method, path, query, headers: the request, as ``Shadow.begin`` was given it.
+        request: the request, as ``Shadow.begin`` was given it.
         body_cap: ``max_body_bytes``: past it the copy is dropped and the request is skipped.
         response_cap: ``max_response_bytes`` of the primary's answer kept for comparison.
     """
@@ -124,29 +125,12 @@ class CappedCopy:
         "_resp_status",
         "_size",
         "ctx",
-        "headers",
-        "method",
-        "path",
-        "query",
-        "route",
+        "request",
         "start",
     )
 
-    def __init__(
-        self,
-        route: str,
-        method: str,
-        path: str,
-        query: str,
-        headers: list[tuple[str, str]],
-        body_cap: int,
-        response_cap: int,
-    ) -> None:
-        self.route = route
-        self.method = method
-        self.path = path
-        self.query = query
-        self.headers = headers
+    def __init__(self, request: Request, body_cap: int, response_cap: int) -> None:
+        self.request = request
         self.ctx = capture_context()
         self.start = time.perf_counter()
         self._body_cap = body_cap
@@ -175,6 +159,34 @@ class CappedCopy:
     def _wants_response(self) -> bool:
         """Whether anything will ever compare the primary's answer (else it is not copied)."""
         return True
+
+    def skip_all(self, reason: Reason) -> None:
+        """End the exchange for every chosen target as ``skipped``."""
+        raise NotImplementedError
+
+    def _body_copied(self, body: bytes) -> None:
+        """The whole request body, within the cap: what the mode does with it."""
+        raise NotImplementedError
+
+    def _body_failed(self, exc: BaseException) -> None:
+        """``_body_copied`` raised (one of our bugs)."""
+        self._fail(exc)
+
+    def body_complete(self) -> None:
+        """The app has read the whole request body: hand the copy on (``_body_copied``), or
+        skip every target when it was over ``max_body_bytes``."""
+        if self._body_done or self._broken:
+            return
+        self._body_done = True
+        try:
+            if self._over:
+                self.skip_all(Reason.BODY_TOO_LARGE)
+                return
+            body = b"".join(self._chunks)
+            self._chunks = []
+            self._body_copied(body)
+        except Exception as exc:
+            self._body_failed(exc)
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> None:
         """A piece of the request body, as the app reads it."""
@@ -231,18 +243,12 @@ class Tap(CappedCopy):
     def __init__(
         self,
         owner: Owner,
-        route: str,
-        method: str,
-        path: str,
-        query: str,
-        headers: list[tuple[str, str]],
+        request: Request,
         states: list[TargetState],
         deferred: bool,
     ) -> None:
         config = owner.config
-        super().__init__(
-            route, method, path, query, headers, config.max_body_bytes, config.max_response_bytes
-        )
+        super().__init__(request, config.max_body_bytes, config.max_response_bytes)
         self.owner = owner
         self.correlation_id: str | None = None
         self.inputs: tuple[tuple[str, AttrValue], ...] = ()  # ShadowConfig.record_inputs found
@@ -267,23 +273,12 @@ class Tap(CappedCopy):
 
     # ---- request body ----------------------------------------------------------
 
-    def body_complete(self) -> None:
-        """The app has read the whole request body: start the shadow calls now."""
-        if self._body_done or self._broken:
-            return
-        self._body_done = True
-        try:
-            if self._over:
-                self.skip_all(Reason.BODY_TOO_LARGE)
-                return
-            body = b"".join(self._chunks)
-            self._chunks = []
-            self._start_jobs(body)
-        except Exception as exc:
-            self._fail(exc)
-            self.skip_all(Reason.INTERNAL_ERROR)
+    def _body_failed(self, exc: BaseException) -> None:
+        self._fail(exc)
+        self.skip_all(Reason.INTERNAL_ERROR)
 
-    def _start_jobs(self, body: bytes) -> None:
+    def _body_copied(self, body: bytes) -> None:
+        """Start the shadow calls now."""
         owner = self.owner
         config = owner.config
         doc: Any = MISSING  # the request body as JSON: parsed once, when first needed
@@ -298,7 +293,7 @@ class Tap(CappedCopy):
 
         def value_of(source: Source) -> str | None:
             if source.kind == "header":
-                return header_value(self.headers, source.name)
+                return header_value(self.request.headers, source.name)
             found = resolve(document(), source.tokens) if document() is not None else MISSING
             if found is MISSING or found is None:
                 return None
@@ -322,9 +317,12 @@ class Tap(CappedCopy):
                 if s.rate >= 1.0 or (point if point is not None else random.random()) < s.rate
             ]
         self._states = []
-        self.forward = forwarded_headers(self.headers, config.header_filter)
+        request = self.request
+        self.forward = forwarded_headers(request.headers, config.header_filter)
         for state in states:
-            job = Job(state, self.method, shadow_url(state.target, self.path, self.query), body, self)
+            job = Job(
+                state, request.method, shadow_url(state.target, request.path, request.query), body, self
+            )
             reason = owner.submit(job)
             if reason is not None:
                 owner.end_early(self, state, Outcome.DROPPED, reason)
