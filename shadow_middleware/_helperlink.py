@@ -192,6 +192,32 @@ class HelperLink:
             out.popleft()
         return True
 
+    def send_locked(
+        self, client: _Engine, seq: int, data: bytes, route: str, targets: tuple[int, ...]
+    ) -> Reason | None:
+        """Write one exchange's message ``data`` without blocking; it is in flight until the
+        helper reports its outcomes. Returns why it was dropped instead, if it was."""
+        helper = self.helper_locked()
+        if helper is None:
+            return Reason.HELPER_RESTART  # lost, waiting
+        if self.out and not self.write_locked(helper):
+            return Reason.QUEUE_FULL  # the socket is full
+        self.inflight[seq] = (client, route, targets, helper)
+        try:
+            sent = helper.sock.send(data, _NOSIGNAL)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            # The helper is gone; the reader thread sees its EOF and counts what it had.
+            del self.inflight[seq]
+            return Reason.HELPER_RESTART
+        if sent == 0:
+            del self.inflight[seq]
+            return Reason.QUEUE_FULL
+        if sent < len(data):
+            self.out.append(memoryview(data)[sent:])
+        return None
+
     def helper_locked(self) -> _Helper | None:
         """The running helper, started if there is none (and no backoff forbids it yet)."""
         helper = self.helper

@@ -51,7 +51,7 @@ from ._circuit import CircuitBreaker
 from ._config import ShadowConfig, config_data
 from ._dispatch import TargetState
 from ._helperlink import HelperLink, log_error, process_link
-from ._helperwire import _DROPPED, _NOSIGNAL, _SKIPPED, CLOSE, CONFIG, COUNTS, FLUSH, Exchange, frame
+from ._helperwire import _DROPPED, _SKIPPED, CLOSE, CONFIG, COUNTS, FLUSH, Exchange, frame
 from ._outcomes import OUTCOMES, Reason
 from ._request import Request
 from ._tap import CappedCopy
@@ -313,33 +313,10 @@ class HelperClient:
                 self.count_locked(route, targets, _SKIPPED, Reason.INTERNAL_ERROR)
             return
         with lock:
-            if self.closed:
-                self.count_locked(route, targets, _DROPPED, Reason.SHUTDOWN)
-                return
-            helper = link.helper_locked()
-            if helper is None:
-                self.count_locked(route, targets, _DROPPED, Reason.HELPER_RESTART)  # lost, waiting
-                return
-            if link.out and not link.write_locked(helper):
-                self.count_locked(route, targets, _DROPPED, Reason.QUEUE_FULL)  # the socket is full
-                return
-            link.inflight[seq] = (self, route, targets, helper)
-            try:
-                sent = helper.sock.send(data, _NOSIGNAL)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                # The helper is gone; the reader thread sees its EOF and counts what it had.
-                del link.inflight[seq]
-                self.count_locked(route, targets, _DROPPED, Reason.HELPER_RESTART)
-                return
-            if sent == 0:
-                del link.inflight[seq]
-                self.count_locked(route, targets, _DROPPED, Reason.QUEUE_FULL)
-                return
-            if sent < len(data):
-                link.out.append(memoryview(data)[sent:])
-            elif self._uncounted:
+            dropped = Reason.SHUTDOWN if self.closed else link.send_locked(self, seq, data, route, targets)
+            if dropped is not None:
+                self.count_locked(route, targets, _DROPPED, dropped)
+            elif self._uncounted and not link.out:  # all of it went: the counts may follow
                 self.queue_counts_locked(link)
 
     def count_locked(self, route: str, targets: tuple[int, ...], outcome: int, reason: str) -> None:
