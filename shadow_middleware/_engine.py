@@ -286,27 +286,8 @@ class Shadow:
             for name, _ in headers:
                 if name == MARKER:
                     return None  # a shadow request itself: never shadow it again
-            sample = self.config.sample_source
-            key: str | None = None
-            if sample is not None and sample.kind == "header":
-                key = header_value(headers, sample.name)
             pipeline = self._pipeline
-            chosen: list[TargetState] = []
-            deferred = False
-            for state in pipeline.states.values():
-                rate = state.rate
-                if rate <= 0.0:
-                    continue
-                if rate >= 1.0:
-                    chosen.append(state)
-                elif sample is not None and sample.kind == "json":
-                    chosen.append(state)
-                    deferred = True  # decided once the body is here
-                elif key is not None:
-                    if sample_point(key) < rate:
-                        chosen.append(state)
-                elif random.random() < rate:
-                    chosen.append(state)
+            chosen, deferred = self._sample(headers)
             if not chosen:
                 return None
             request = Request(route, method, path, query, headers)
@@ -339,6 +320,31 @@ class Shadow:
         except Exception as exc:
             self.internal_error(exc)
             return None
+
+    def _sample(self, headers: list[tuple[str, str]]) -> tuple[list[TargetState], bool]:
+        """The targets a request with ``headers`` is copied to, and whether the choice waits
+        for its body (a ``json:`` sample key: every target with a rate is kept for now)."""
+        sample = self.config.sample_source
+        key: str | None = None
+        if sample is not None and sample.kind == "header":
+            key = header_value(headers, sample.name)
+        chosen: list[TargetState] = []
+        deferred = False
+        for state in self._pipeline.states.values():
+            rate = state.rate
+            if rate <= 0.0:
+                continue
+            if rate >= 1.0:
+                chosen.append(state)
+            elif sample is not None and sample.kind == "json":
+                chosen.append(state)
+                deferred = True  # decided once the body is here
+            elif key is not None:
+                if sample_point(key) < rate:
+                    chosen.append(state)
+            elif random.random() < rate:
+                chosen.append(state)
+        return chosen, deferred
 
     def internal_error(self, exc: BaseException) -> None:
         """Count and log one of our own bugs (adapters call it); never raises."""
