@@ -99,8 +99,8 @@ class Exchange(NamedTuple):
     tracestate: str
 
     def encode(self) -> bytes:
-        """The framed message (marshal writes tuples, not a NamedTuple: both go as plain tuples)."""
-        return frame((EXCHANGE, *self[:2], tuple(self.request), *self[3:]))
+        """The framed message (marshal writes plain tuples, not a NamedTuple or a Request)."""
+        return frame((EXCHANGE, *self[:2], self.request.fields(), *self[3:]))
 
     @classmethod
     def decode(cls, message: Any) -> Exchange:

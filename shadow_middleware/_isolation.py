@@ -294,7 +294,7 @@ class HelperClient:
             data = Exchange(
                 seq,
                 self.engine,
-                request._replace(headers=headers),
+                Request(request.route, request.method, request.path, request.query, headers),
                 targets,
                 rates,
                 cap.deferred,
