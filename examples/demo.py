@@ -133,7 +133,16 @@ def summarize(spans: list[ShadowSpan], labels: dict[str, int]) -> list[dict[str,
         groups.setdefault((span.target, span.route), []).append(span)
     out = []
     for (target, route), group in sorted(groups.items()):
-        outcomes = Counter(s.outcome for s in group)
+        # A refusal (queue full, circuit open, over the CPU budget) has no span of its own: one
+        # coalesced span per target, reason and second stands for shadow.coalesced_count of them.
+        outcomes: Counter[str] = Counter()
+        refused: Counter[str] = Counter()
+        for s in group:
+            n = s.attributes.get("shadow.coalesced_count", 1) if s.outcome == "dropped" else 1
+            n = n if isinstance(n, int) and n >= 1 else 1
+            outcomes[s.outcome] += n
+            if s.outcome == "dropped":
+                refused[str(s.attributes.get("shadow.reason", "?"))] += n
         pairs = [
             (
                 s.attributes["shadow.primary.body.make_offer"],
@@ -164,8 +173,9 @@ def summarize(spans: list[ShadowSpan], labels: dict[str, int]) -> list[dict[str,
             {
                 "target": target,
                 "route": route,
-                "requests": len(group),
+                "requests": sum(outcomes.values()),
                 "outcomes": {o: outcomes.get(o, 0) for o in OUTCOMES},
+                "dropped_reasons": dict(refused),
                 "compared": len(pairs),
                 "decision_flip_rate": flips / len(pairs) if pairs else None,
                 "candidate_responses": sum(
@@ -200,6 +210,9 @@ def render(summary: list[dict[str, Any]], example: str, sent: int, seconds: floa
             f"    shadowed requests   {s['requests']}",
             "    outcomes            " + "  ".join(f"{k} {o[k]}" for k in OUTCOMES),
         ]
+        if s["dropped_reasons"]:
+            why = ", ".join(f"{n} {reason}" for reason, n in sorted(s["dropped_reasons"].items()))
+            lines.append(f"    dropped because     {why}  (cpu_budget: shadow work kept to its CPU budget)")
         if o["match"] + o["mismatch"]:
             agreement = o["match"] / (o["match"] + o["mismatch"])
             lines.append(f"    agreement           {100 * agreement:.1f} %  (match / (match + mismatch))")
@@ -302,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad_lines:
         failures.append(f"{len(bad_lines)} malformed lines in {span_file}: {bad_lines[:3]}")
     if total != len(payloads):
-        failures.append(f"{total} shadow spans for {len(payloads)} requests")
+        failures.append(f"{total} shadow outcomes in the spans for {len(payloads)} requests")
     responded = sum(s["candidate_responses"] for s in summary)
     lost = sum(s["outcomes"]["timeout"] + s["outcomes"]["error"] for s in summary)
     if received and not responded <= received.get("received", -1) <= responded + lost:

@@ -57,17 +57,27 @@ def test_demo_numbers_agree_with_what_the_candidate_received(example: str, tmp_p
     assert "decision flips" in proc.stdout and "accuracy" in proc.stdout
     result = json.loads(summary_file.read_text())
     spans = spans_in_file(tmp_path / "shadow-spans.jsonl")
-    assert len(spans) == 80
+
+    # Every request ends in one counted outcome: a span each, but refusals (over the default CPU
+    # budget on a busy machine, say), which one coalesced span counts together.
+    def weight(s: dict[str, object]) -> int:
+        return int(str(s.get("shadow.coalesced_count", 1))) if s["shadow.outcome"] == "dropped" else 1
+
+    assert sum(weight(s) for s in spans) == 80
     responded = sum(1 for s in spans if "shadow.candidate.status_code" in s)
-    assert result["candidate"]["received"] == responded == 80
-    assert result["candidate"]["marked"] == 80
+    assert result["candidate"]["received"] == responded
+    assert result["candidate"]["marked"] == responded
     (target,) = result["summary"]
-    outcomes = {o: sum(1 for s in spans if s["shadow.outcome"] == o) for o in target["outcomes"]}
+    outcomes = {o: sum(weight(s) for s in spans if s["shadow.outcome"] == o) for o in target["outcomes"]}
     assert target["outcomes"] == outcomes
-    assert outcomes["match"] + outcomes["mismatch"] == 80
+    refused = {s.get("shadow.reason") for s in spans if s["shadow.outcome"] == "dropped"}
+    assert refused <= {"cpu_budget"}, refused
+    assert outcomes["match"] + outcomes["mismatch"] == responded
+    assert outcomes["match"] + outcomes["mismatch"] + outcomes["dropped"] == 80
+    assert responded >= 40  # the default budget refuses a share of a burst, never most of 80 requests
     # The candidate is a different model: agreement is high, not perfect, over a bigger run; here
     # we only check that decisions were recorded for every comparison.
-    assert sum(1 for s in spans if "shadow.candidate.body.make_offer" in s) == 80
+    assert sum(1 for s in spans if "shadow.candidate.body.make_offer" in s) == responded
 
 
 def test_example_exports_over_otlp_http_to_a_collector(tmp_path: Path) -> None:
