@@ -1,0 +1,472 @@
+"""``report --clickhouse``: the SQL source against ClickHouse's engine (chDB) behind a loopback HTTP
+endpoint (tests/chdb_server.py), through clickhouse-connect.
+
+The table is the Collector ClickHouse exporter's own DDL (exporter/clickhouseexporter/internal/
+sqltemplates/traces_table.sql, and the older variant: ``Duration Int64``, no ``ScopeName``); the rows are
+what the exporter writes for our spans (every attribute value a string, doubles in Go's ES6-like form).
+The differential tests run the same spans through the file reader and the SQL source and compare the
+JSON reports: equal, but for float sums (relative 1e-9) -- see ``same``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("chdb")
+clickhouse_connect = pytest.importorskip("clickhouse_connect")
+
+from .test_report import ANY_DATA, span, write_spans  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+USER, PASSWORD = "reporter", "s3cret'pw"
+
+DDL = """CREATE TABLE IF NOT EXISTS {db}.{table} (
+    Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
+    TraceId String CODEC(ZSTD(1)),
+    SpanId String CODEC(ZSTD(1)),
+    ParentSpanId String CODEC(ZSTD(1)),
+    TraceState String CODEC(ZSTD(1)),
+    SpanName LowCardinality(String) CODEC(ZSTD(1)),
+    SpanKind LowCardinality(String) CODEC(ZSTD(1)),
+    ServiceName LowCardinality(String) CODEC(ZSTD(1)),
+    ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    ScopeName String CODEC(ZSTD(1)),
+    ScopeVersion String CODEC(ZSTD(1)),
+    SpanAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    Duration UInt64 CODEC(T64, ZSTD(1)),
+    StatusCode LowCardinality(String) CODEC(ZSTD(1)),
+    StatusMessage String CODEC(ZSTD(1)),
+    Events Nested (
+        Timestamp DateTime64(9),
+        Name LowCardinality(String),
+        Attributes Map(LowCardinality(String), String)
+    ) CODEC(ZSTD(1)),
+    Links Nested (
+        TraceId String,
+        SpanId String,
+        TraceState String,
+        Attributes Map(LowCardinality(String), String)
+    ) CODEC(ZSTD(1)),
+    ResourceAttributeItems Array(String) ALIAS arrayMap(kv -> concat(kv.1, '=', kv.2),
+        CAST(ResourceAttributes, 'Array(Tuple(String, String))')),
+    SpanAttributeItems Array(String) ALIAS arrayMap(kv -> concat(kv.1, '=', kv.2),
+        CAST(SpanAttributes, 'Array(Tuple(String, String))')),
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_res_attr_value mapValues(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_span_attr_key mapKeys(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_span_attr_value mapValues(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_duration Duration TYPE minmax GRANULARITY 1,
+    INDEX idx_lower_span_name lower(SpanName) TYPE tokenbf_v1(32768, 3, 0) GRANULARITY 8
+) ENGINE = MergeTree()
+PARTITION BY toDate(Timestamp)
+PRIMARY KEY (ServiceName, SpanName, toDateTime(Timestamp))
+ORDER BY (ServiceName, SpanName, toDateTime(Timestamp), Timestamp)
+TTL toDateTime(Timestamp) + toIntervalDay(180)
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1"""
+
+# the older exporter: Duration Int64, no ScopeName/ScopeVersion
+OLD_DDL = DDL.replace("Duration UInt64", "Duration Int64").replace(
+    "    ScopeName String CODEC(ZSTD(1)),\n    ScopeVersion String CODEC(ZSTD(1)),\n", ""
+)
+
+
+def go_string(v: Any) -> str:
+    """pcommon.Value.AsString(), as the exporter stores an attribute: ints decimal, doubles as ES6
+    (positional unless < 1e-6 or >= 1e21, shortest digits), bools true/false, arrays as JSON."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            return f"json: unsupported value: {v}"
+        a = abs(v)
+        if a != 0 and (a < 1e-6 or a >= 1e21):
+            mant, exp = repr(v).split("e") if "e" in repr(v) else (f"{v:e}".split("e"))
+            return f"{mant}e{'-' if exp.startswith('-') else '+'}{int(exp.lstrip('+-'))}"
+        return np.format_float_positional(v, trim="-")
+    if isinstance(v, list):
+        return json.dumps(v, separators=(",", ":"))
+    return str(v)
+
+
+def _attr(value: dict[str, Any]) -> Any:
+    for key, v in value.items():
+        if key == "intValue":
+            return int(v)
+        if key == "arrayValue":
+            return [_attr(x) for x in v.get("values", [])]
+        return v
+    return None
+
+
+def exporter_row(s: dict[str, Any], service: str = "churn-api") -> list[Any]:
+    attrs = {a["key"]: go_string(_attr(a["value"])) for a in s["attributes"]}
+    start, end = int(s["startTimeUnixNano"]), int(s["endTimeUnixNano"])
+    return [start, s["traceId"], s["spanId"], s["name"], "Client", service, attrs, end - start, "Unset"]
+
+
+ROW_COLUMNS = ["Timestamp", "TraceId", "SpanId", "SpanName", "SpanKind", "ServiceName", "SpanAttributes"]
+ROW_COLUMNS += ["Duration", "StatusCode"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    data = tmp_path_factory.mktemp("chdb")
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "chdb_server.py"), str(data / "db"), USER, PASSWORD],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        port = int(line.split()[1])
+        client = clickhouse_connect.get_client(
+            host="127.0.0.1",
+            port=port,
+            username=USER,
+            password=PASSWORD,
+            compress=False,
+            autogenerate_session_id=False,
+        )
+        client.command("CREATE DATABASE IF NOT EXISTS otel")
+        yield port, client
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+_tables = iter(range(10**6))
+
+
+def load(server: Any, spans: list[dict[str, Any]], ddl: str = DDL, service: str = "churn-api") -> str:
+    """A fresh exporter table holding ``spans``; its name."""
+    _port, client = server
+    name = f"traces_{next(_tables)}"
+    client.command(ddl.format(db="otel", table=name))
+    rows = [exporter_row(s, service) for s in spans]
+    if rows:
+        client.insert(f"otel.{name}", rows, column_names=ROW_COLUMNS)
+    return name
+
+
+def now_ns() -> int:
+    return (time.time_ns() // 10**9 - 3600) * 10**9  # an hour ago: within the 180-day TTL
+
+
+def report(*args: str | Path, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any] | None, str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "shadow_middleware", "report", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        env={**os.environ, "SHADOW_CLICKHOUSE_PASSWORD": PASSWORD, **(env or {})},
+    )
+    doc = json.loads(proc.stdout) if proc.stdout.startswith("{") else None
+    return proc.returncode, doc, proc.stderr
+
+
+def same(a: Any, b: Any, path: str = "") -> None:
+    """Equal JSON, floats within relative 1e-9 (sums over the same values in another order)."""
+    if isinstance(a, float) and isinstance(b, float | int):
+        assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), f"{path}: {a} != {b}"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{path}: keys {set(a) ^ set(b)}"
+        for k in a:
+            same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), f"{path}: {a} != {b}"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            same(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def dataset(n: int = 600, seed: int = 3) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Two targets, two routes; scores, labels, every outcome, statuses, reasons, recorded inputs,
+    diff paths, a duplicate span: what the report reads."""
+    rng = random.Random(seed)
+    t0 = now_ns()
+    spans, labels = [], {}
+    for i in range(n):
+        y = int(rng.random() < 0.4)
+        p = rng.random() * 0.5 + 0.4 * y
+        c = min(1.0, max(0.0, p + rng.gauss(0, 0.15)))
+        target = "cand-a" if i % 3 else "cand-b"
+        route = "POST /predict" if i % 5 else "POST /batch"
+        outcome = rng.choice(
+            ["match", "match", "match", "mismatch", "error", "timeout", "dropped", "skipped"]
+        )
+        extra: dict[str, Any] = {
+            "shadow.primary.status_code": rng.choice([200, 200, 200, 422, 503]),
+            "shadow.candidate.status_code": rng.choice([200, 200, 500]),
+            "shadow.request.body.age": rng.choice([18, 25, 33, 40, 51, 67]) + rng.random() * (i % 2),
+            "shadow.request.body.plan": rng.choice(["basic", "pro", "team"]),
+            "shadow.candidate.server_duration_ms": rng.uniform(0.5, 12.0),
+        }
+        if outcome == "mismatch":
+            extra["shadow.diff.paths"] = ["/score", "/label"]
+        if outcome in ("error", "dropped"):
+            extra["shadow.reason"] = rng.choice(["http_5xx", "queue_full"])
+            extra["error.type"] = rng.choice(["HTTPError", "TimeoutError"])
+        if i % 17 == 0:
+            extra["shadow.reason"] = "field_missing"
+            extra["shadow.missing_fields"] = "/proba"
+        scored = outcome in ("match", "mismatch")
+        spans.append(
+            span(
+                i,
+                outcome,
+                target=target,
+                route=route,
+                p=round(p, 4) if scored else None,
+                c=round(c, 4) if scored else None,
+                cid=f"req-{i}" if i % 7 else None,
+                pms=rng.uniform(1, 40),
+                cms=rng.uniform(2, 60),
+                start_ns=t0 + i * 37_000_000 + rng.randrange(1000) * 1000,
+                **extra,
+            )
+        )
+        if i % 7:
+            labels[f"req-{i}"] = y
+    spans.append(spans[5])  # an exporter's retry: counted once, as a duplicate
+    return spans, labels
+
+
+@pytest.fixture(scope="module")
+def fixture_data(server: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path, Path]:
+    tmp = tmp_path_factory.mktemp("data")
+    spans, labels = dataset()
+    path = write_spans(tmp / "spans.jsonl", spans)
+    table = load(server, spans)
+    gt = tmp / "labels.csv"
+    gt.write_text("correlation_id,label\n" + "".join(f"{k},{v}\n" for k, v in labels.items()))
+    rng = random.Random(1)
+    ref = tmp / "reference.csv"
+    ref.write_text(
+        "age,plan\n"
+        + "".join(
+            f"{rng.choice([18, 25, 33, 40, 51, 67, 70])},{rng.choice(['basic', 'pro'])}\n" for _ in range(300)
+        )
+    )
+    return path, table, gt, ref
+
+
+OPTION_SETS = [
+    (),
+    ("--top", "5", "--trace-url", "https://tempo.example/trace/{trace_id}"),
+    ("--ground-truth", "{gt}"),
+    ("--ground-truth", "{gt}", "--auc-ci", "delong", "--threshold", "0.4"),
+    ("--reference", "{ref}"),
+    ("--target", "cand-a", "--route", "POST /predict"),
+    ("--require", "agreement >= 0.99"),
+]
+
+
+@pytest.mark.parametrize("options", OPTION_SETS, ids=lambda o: " ".join(o) or "plain")
+def test_differential_file_and_clickhouse_same_report(
+    server: Any, fixture_data: tuple[Path, str, Path, Path], options: tuple[str, ...]
+) -> None:
+    port, _ = server
+    path, table, gt, ref = fixture_data
+    opts = [o.replace("{gt}", str(gt)).replace("{ref}", str(ref)) for o in options]
+    rules = [] if "--require" in opts else list(ANY_DATA)
+    code_f, from_file, err_f = report(path, "--format", "json", *rules, *opts)
+    url = f"http://{USER}@127.0.0.1:{port}/otel"
+    code_c, from_sql, err_c = report("--clickhouse", url, "--table", table, "--format", "json", *rules, *opts)
+    assert from_file is not None, err_f
+    assert from_sql is not None, err_c
+    assert from_file["spans"] == 600 and from_file["duplicate_spans"] == 1
+    same(from_sql, from_file)
+    assert code_c == code_f
+
+
+def test_older_exporter_schema_and_filters(server: Any, tmp_path: Path) -> None:
+    """The older DDL (Duration Int64, no ScopeName); --service, --since and --until select spans."""
+    port, _ = server
+    spans, _labels = dataset(200, seed=9)
+    table = load(server, spans[:100], OLD_DDL, service="churn-api")
+    # a second service in the same table, later
+    client = server[1]
+    client.insert(
+        f"otel.{table}", [exporter_row(s, "other-api") for s in spans[100:200]], column_names=ROW_COLUMNS
+    )
+    path = write_spans(tmp_path / "first.jsonl", spans[:100])
+    url = f"http://{USER}@127.0.0.1:{port}/otel"
+    _, from_file, _ = report(path, "--format", "json", *ANY_DATA)
+    code, by_service, err = report(
+        "--clickhouse", url, "--table", table, "--service", "churn-api", "--format", "json", *ANY_DATA
+    )
+    assert by_service is not None, err
+    same(by_service, from_file)
+    cut = int(spans[100]["startTimeUnixNano"])
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(cut // 10**9)) + f".{cut % 10**9 // 1000:06d}Z"
+    _, before, err = report(
+        "--clickhouse", url, "--table", table, "--until", iso, "--format", "json", *ANY_DATA
+    )
+    assert before is not None, err
+    same(before, from_file)
+    _, after, _ = report("--clickhouse", url, "--table", table, "--since", iso, "--format", "json", *ANY_DATA)
+    assert after is not None and after["spans"] == 100
+    assert code == 0 or code in (1, 2)
+
+
+def test_text_and_html_from_clickhouse(
+    server: Any, fixture_data: tuple[Path, str, Path, Path], tmp_path: Path
+) -> None:
+    port, _ = server
+    path, table, gt, _ref = fixture_data
+    url = f"http://{USER}@127.0.0.1:{port}/otel"
+    a = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shadow_middleware",
+            "report",
+            str(path),
+            "--ground-truth",
+            str(gt),
+            "--html",
+            str(tmp_path / "f.html"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    b = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shadow_middleware",
+            "report",
+            "--clickhouse",
+            url,
+            "--table",
+            table,
+            "--ground-truth",
+            str(gt),
+            "--html",
+            str(tmp_path / "c.html"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        env={**os.environ, "SHADOW_CLICKHOUSE_PASSWORD": PASSWORD},
+    )
+    assert b.returncode == a.returncode, b.stderr
+    assert b.stdout == a.stdout
+    assert (tmp_path / "c.html").read_text() == (tmp_path / "f.html").read_text()
+
+
+def test_one_line_errors(server: Any, fixture_data: tuple[Path, str, Path, Path]) -> None:
+    port, _ = server
+    _path, table, _gt, _ref = fixture_data
+    url = f"http://{USER}@127.0.0.1:{port}/otel"
+    cases = [
+        (
+            ["--clickhouse", url, "--table", table],
+            {"SHADOW_CLICKHOUSE_PASSWORD": "wrong"},
+            "authentication failed",
+        ),
+        (["--clickhouse", url, "--table", "no_such_table"], None, "no table 'no_such_table'"),
+        (["--clickhouse", f"http://{USER}@127.0.0.1:1/otel"], None, "cannot reach the server"),
+        (["--clickhouse", url, "--table", "t; DROP TABLE x"], None, "is not a plain name"),
+        (["--clickhouse", f"http://{USER}:pw@127.0.0.1:{port}/otel"], None, "no password in the URL"),
+        (["--clickhouse", f"http://{USER}@127.0.0.1:{port}/otel`x"], None, "is not a plain name"),
+        (["--clickhouse", url, "--since", "yesterday"], None, "expected ISO 8601"),
+    ]
+    for args, env, needle in cases:
+        code, _, err = report(*args, env=env)
+        assert code == 2, (args, err)
+        assert needle in err, (args, err)
+        assert len(err.strip().splitlines()) == 1, err
+        assert "Traceback" not in err and PASSWORD not in err and "wrong" not in err
+
+
+def test_table_without_the_exporter_columns(server: Any) -> None:
+    port, client = server
+    client.command(
+        "CREATE TABLE IF NOT EXISTS otel.not_traces (Timestamp DateTime64(9), x String) ENGINE = Memory"
+    )
+    code, _, err = report("--clickhouse", f"http://{USER}@127.0.0.1:{port}/otel", "--table", "not_traces")
+    assert code == 2 and "lacks the exporter's column(s) TraceId, SpanId, ServiceName, SpanAttributes" in err
+
+
+def test_values_with_quotes_are_parameters_and_queries_read_only(server: Any) -> None:
+    """A target, route, service and correlation id full of quotes and backslashes reach the report as
+    themselves (they are parameters, never SQL); the source's queries run with readonly=1."""
+    port, client = server
+    nasty = "x'); DROP TABLE otel.victim; --\\'\""
+    client.command("CREATE TABLE IF NOT EXISTS otel.victim (x UInt8) ENGINE = Memory")
+    t0 = now_ns()
+    spans = [
+        span(i, "match", target=nasty, route=nasty, p=0.5, c=0.5, cid=nasty, start_ns=t0 + i)
+        for i in range(5)
+    ]
+    table = load(server, spans, service=nasty)
+    _code, doc, err = report(
+        "--clickhouse",
+        f"http://{USER}@127.0.0.1:{port}/otel",
+        "--table",
+        table,
+        "--service",
+        nasty,
+        "--target",
+        nasty,
+        "--format",
+        "json",
+        *ANY_DATA,
+    )
+    assert doc is not None, err
+    assert [(g["target"], g["route"], g["n"]) for g in doc["targets"]] == [(nasty, nasty, 5)]
+    assert client.query("EXISTS TABLE otel.victim").result_rows == [(1,)]
+    # readonly: the source's runner refuses a write
+    from shadow_middleware.report import clickhouse as ch
+
+    seen: list[dict[str, Any]] = []
+    real = clickhouse_connect.get_client
+
+    def spy(**kwargs: Any) -> Any:
+        seen.append(kwargs)
+        return real(**kwargs)
+
+    os.environ["SHADOW_CLICKHOUSE_PASSWORD"] = PASSWORD
+    try:
+        clickhouse_connect.get_client = spy
+        from shadow_middleware.report.aggregate import ReportOptions
+        from shadow_middleware.report.sql import SpanFilter
+
+        def hostile(run: Any, table: str, where: Any, options: Any) -> Any:
+            return run("INSERT INTO otel.victim VALUES (1)", {}, [])
+
+        orig = ch.sql_aggregate
+        ch.sql_aggregate = hostile
+        with pytest.raises(ch.ClickHouseError, match="read-only"):
+            ch.clickhouse_aggregate(
+                f"http://{USER}@127.0.0.1:{port}/otel", table, SpanFilter(), ReportOptions()
+            )
+    finally:
+        ch.sql_aggregate = orig
+        clickhouse_connect.get_client = real
+        del os.environ["SHADOW_CLICKHOUSE_PASSWORD"]
+    assert seen and seen[0]["settings"] == {"readonly": 1}
+    assert client.query("SELECT count() FROM otel.victim").result_rows == [(0,)]
