@@ -7,6 +7,9 @@ parameters (``param_<name>``), external data (multipart), ``readonly`` and the e
 it: HTTP Basic authentication against one user, the ``database`` parameter, external data as temporary
 tables, insert data read from the request body.
 
+``DDL`` and ``OLD_DDL`` are the exporter's traces table (current, and the older one), with
+``{db}``/``{table}`` to fill.
+
 Run: ``python tests/chdb_server.py DATA_DIR USER PASSWORD`` -- prints ``PORT <n>`` once listening on
 127.0.0.1 (an ephemeral port).
 """
@@ -31,6 +34,59 @@ _FORMAT = re.compile(r"\s+FORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
 _INSERT = re.compile(r"^\s*INSERT\s+INTO\s+(.+?)\s+FORMAT\s+(\w+)\s*$", re.IGNORECASE | re.DOTALL)
 _INSERT_BODY = re.compile(rb"(INSERT\s+INTO\s+.+?\s+FORMAT\s+\w+)[ \t]*\r?\n?", re.IGNORECASE | re.DOTALL)
 _CODE = re.compile(r"Code: (\d+)")
+BYTES_LOG = os.environ.get("CHDB_SERVER_BYTES_LOG")  # a file: one line per response, its body's bytes
+
+
+# exporter/clickhouseexporter/internal/sqltemplates/traces_table.sql (the bloom-filter variant, TTL 180 days)
+DDL = """CREATE TABLE IF NOT EXISTS {db}.{table} (
+    Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
+    TraceId String CODEC(ZSTD(1)),
+    SpanId String CODEC(ZSTD(1)),
+    ParentSpanId String CODEC(ZSTD(1)),
+    TraceState String CODEC(ZSTD(1)),
+    SpanName LowCardinality(String) CODEC(ZSTD(1)),
+    SpanKind LowCardinality(String) CODEC(ZSTD(1)),
+    ServiceName LowCardinality(String) CODEC(ZSTD(1)),
+    ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    ScopeName String CODEC(ZSTD(1)),
+    ScopeVersion String CODEC(ZSTD(1)),
+    SpanAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    Duration UInt64 CODEC(T64, ZSTD(1)),
+    StatusCode LowCardinality(String) CODEC(ZSTD(1)),
+    StatusMessage String CODEC(ZSTD(1)),
+    Events Nested (
+        Timestamp DateTime64(9),
+        Name LowCardinality(String),
+        Attributes Map(LowCardinality(String), String)
+    ) CODEC(ZSTD(1)),
+    Links Nested (
+        TraceId String,
+        SpanId String,
+        TraceState String,
+        Attributes Map(LowCardinality(String), String)
+    ) CODEC(ZSTD(1)),
+    ResourceAttributeItems Array(String) ALIAS arrayMap(kv -> concat(kv.1, '=', kv.2),
+        CAST(ResourceAttributes, 'Array(Tuple(String, String))')),
+    SpanAttributeItems Array(String) ALIAS arrayMap(kv -> concat(kv.1, '=', kv.2),
+        CAST(SpanAttributes, 'Array(Tuple(String, String))')),
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_res_attr_value mapValues(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_span_attr_key mapKeys(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_span_attr_value mapValues(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_duration Duration TYPE minmax GRANULARITY 1,
+    INDEX idx_lower_span_name lower(SpanName) TYPE tokenbf_v1(32768, 3, 0) GRANULARITY 8
+) ENGINE = MergeTree()
+PARTITION BY toDate(Timestamp)
+PRIMARY KEY (ServiceName, SpanName, toDateTime(Timestamp))
+ORDER BY (ServiceName, SpanName, toDateTime(Timestamp), Timestamp)
+TTL toDateTime(Timestamp) + toIntervalDay(180)
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1"""
+
+# the older exporter's: Duration Int64, no ScopeName/ScopeVersion
+OLD_DDL = DDL.replace("Duration UInt64", "Duration Int64").replace(
+    "    ScopeName String CODEC(ZSTD(1)),\n    ScopeVersion String CODEC(ZSTD(1)),\n", ""
+)
 
 
 class Engine:
@@ -71,6 +127,9 @@ class Handler(BaseHTTPRequestHandler):
         self.handle_query(body)
 
     def reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        if BYTES_LOG:  # what the server sent back, for bench/report_clickhouse.py
+            with open(BYTES_LOG, "a") as log:
+                log.write(f"{len(body)}\n")
         self.send_response(status)
         for k, v in (headers or {}).items():
             self.send_header(k, v)

@@ -135,6 +135,7 @@ class _Query:
         self.where = " AND ".join(cond)
         self.options = options
         self.groups: list[tuple[str, str]] = []
+        self.dedupe = True  # off when the table holds no (TraceId, SpanId) twice: a scan's hash table less
 
     def raw(self) -> str:
         return f"SELECT TraceId, SpanId, Timestamp, SpanAttributes FROM {self.table} WHERE {self.where}"
@@ -159,10 +160,15 @@ class _Query:
                 AS gi
             FROM {self.table}
             WHERE {self.where}
-            LIMIT 1 BY TraceId, SpanId, if(TraceId != '' AND SpanId != '', 0, rowNumberInAllBlocks())
+            {self._dedupe()}
           )
           WHERE {kept}
         ) AS s"""
+
+    def _dedupe(self) -> str:
+        if not self.dedupe:
+            return ""
+        return "LIMIT 1 BY TraceId, SpanId, if(TraceId != '' AND SpanId != '', 0, rowNumberInAllBlocks())"
 
     def scored(self, field: str | None) -> str:
         """Columns ``ps``, ``cs`` (the score field's numbers) and ``scored``."""
@@ -179,7 +185,10 @@ class _Query:
 def sql_aggregate(run: Runner, table: str, where: SpanFilter, options: ReportOptions) -> Aggregate:
     """The :class:`.aggregate.Aggregate` of the shadow spans in ``table`` (``database.table``, already
     validated), queried through ``run``. Raises :class:`ReportError` as the file fold does (more than
-    one numeric recorded value and no ``--field``)."""
+    one numeric recorded value and no ``--field``).
+
+    Six scans of the table without ground truth or reference (three more with each); spans are
+    deduplicated on the server only when the table holds a repeated ``(TraceId, SpanId)``."""
     q = _Query(table, where, options)
     p = q.params
 
@@ -187,15 +196,17 @@ def sql_aggregate(run: Runner, table: str, where: SpanFilter, options: ReportOpt
         used = {k: v for k, v in p.items() if "{" + k + ":" in sql}
         return run(sql, used, tables or [])
 
-    raw_count = int(rows(f"SELECT count() FROM ({q.raw()})")[0][0])
+    raw_count, without_ids, distinct = rows(
+        f"SELECT count(), countIf(TraceId = '' OR SpanId = ''), "
+        f"uniqExactIf((TraceId, SpanId), TraceId != '' AND SpanId != '') FROM ({q.raw()})"
+    )[0]
+    count = int(without_ids) + int(distinct)
+    q.dedupe = count < int(raw_count)
     # the groups, in the order their first span started (the file fold: file order), at most MAX_GROUPS
-    found = rows(
+    kept = rows(
         f"SELECT tgt, rt, count(), minIf(ts, ts != 0), maxIf(ts, ts != 0), countIf(ts != 0) "
-        f"FROM {q.spans()} GROUP BY tgt, rt ORDER BY min(ts), tgt, rt"
+        f"FROM {q.spans()} GROUP BY tgt, rt ORDER BY min(ts), tgt, rt LIMIT {MAX_GROUPS}"
     )
-    count = sum(int(r[2]) for r in found)
-    kept = found[:MAX_GROUPS]
-    beyond = sum(int(r[2]) for r in found[MAX_GROUPS:])
     q.groups = [(str(r[0]), str(r[1])) for r in kept]
     p["gt"] = [g[0] for g in q.groups]
     p["gr"] = [g[1] for g in q.groups]
@@ -207,20 +218,44 @@ def sql_aggregate(run: Runner, table: str, where: SpanFilter, options: ReportOpt
             group.first_ns, group.last_ns = int(first), int(last)
         widths.append(_width(group.first_ns or 0, group.last_ns or 0))
     p["gw"] = widths
-    agg = Aggregate(groups, options.field, [], count, 0, duplicates=0, beyond_groups=beyond)
-    agg.duplicates = raw_count - count
+    beyond = count - sum(int(r[2]) for r in kept)
+    agg = Aggregate(
+        groups, options.field, [], count, 0, duplicates=int(raw_count) - count, beyond_groups=beyond
+    )
     if not groups:
         return agg
     gl = list(groups.values())
 
-    # recorded values: the numeric fields (in the order first seen) and the score field
-    fields = rows(
-        f"""SELECT if(startsWith(k, '{_P}'), substring(k, {len(_P) + 1}), substring(k, {len(_C) + 1})) AS f
-        FROM {q.spans()} ARRAY JOIN mapKeys(a) AS k
-        WHERE (startsWith(k, '{_P}') OR startsWith(k, '{_C}')) AND {_num("a[k]")} IS NOT NULL
-        GROUP BY f ORDER BY min(ts), f LIMIT {MAX_FIELDS}"""
+    # recorded values, one scan: per group and attribute, when first seen, how many numbers, and for
+    # production's fields the differences from the candidate's
+    candidate = f"a[concat('{_C}', substring(k, {len(_P) + 1}))]"  # the candidate's value of k's field
+    recorded = rows(
+        f"""SELECT gi, k, min(ts), countIf(n IS NOT NULL), countIf(d IS NOT NULL), sumIf(d, d IS NOT NULL),
+          maxIf(d, d IS NOT NULL)
+        FROM (
+          SELECT gi, ts, k, {_num("v")} AS n,
+            if(startsWith(k, '{_P}'), abs(n - {_num(candidate)}), NULL) AS d
+          FROM (SELECT gi, ts, a, mapFilter((k, v) -> startsWith(k, '{_P}') OR startsWith(k, '{_C}')
+                                                      OR startsWith(k, '{_I}'), a) AS m FROM {q.spans()})
+          ARRAY JOIN mapKeys(m) AS k, mapValues(m) AS v
+        ) GROUP BY gi, k ORDER BY min(ts), k LIMIT {3 * MAX_FIELDS} BY gi"""
     )
-    agg.numeric_fields = [str(r[0]) for r in fields]
+    numeric: dict[str, int] = {}  # field -> when first seen (any group)
+    inputs: dict[str, int] = {}
+    for gi, k, first, numbers, diffs, total, top in recorded:
+        key, first = str(k), int(first)
+        if key.startswith(_I):
+            name = key[len(_I) :]
+            inputs[name] = min(first, inputs.get(name, first))
+            continue
+        name = key[len(_P) :] if key.startswith(_P) else key[len(_C) :]
+        if numbers:
+            numeric[name] = min(first, numeric.get(name, first))
+        g = gl[int(gi) - 1]
+        if diffs and len(g.field_diffs) < MAX_KINDS:
+            g.field_diffs[name] = DiffStats(int(diffs), float(total), float(top))
+    agg.numeric_fields = sorted(numeric, key=lambda f: (numeric[f], f))
+    agg.inputs = sorted(inputs, key=lambda f: (inputs[f], f))
     if options.field is None and len(agg.numeric_fields) > 1:
         raise ReportError(
             f"more than one numeric recorded value ({', '.join(agg.numeric_fields)}); "
@@ -228,14 +263,9 @@ def sql_aggregate(run: Runner, table: str, where: SpanFilter, options: ReportOpt
         )
     score_field = options.field if options.field is not None else next(iter(agg.numeric_fields), None)
     agg.score_field = score_field
-    inputs = rows(
-        f"""SELECT substring(k, {len(_I) + 1}) AS f FROM {q.spans()} ARRAY JOIN mapKeys(a) AS k
-        WHERE startsWith(k, '{_I}') GROUP BY f ORDER BY min(ts), f LIMIT {MAX_FIELDS}"""
-    )
-    agg.inputs = [str(r[0]) for r in inputs]
     s = q.spans(q.scored(score_field))
 
-    # per group: counts, reservoirs, differences
+    # per group, one scan: counts, reservoirs, score differences, the largest disagreements
     for i, o in enumerate(OUTCOMES):
         p[f"o{i}"] = o
     p["threshold"] = options.threshold
@@ -243,6 +273,14 @@ def sql_aggregate(run: Runner, table: str, where: SpanFilter, options: ReportOpt
     dp, dc, ds = (
         _num(f"a['shadow.{k}_ms']")
         for k in ("primary.duration", "candidate.duration", "candidate.server_duration")
+    )
+    pair = "(assumeNotNull(ps), assumeNotNull(cs))"
+    # (-gap, -start): the largest first, among equal ones the first seen (the file fold's heap keeps those)
+    top = (
+        f"groupArraySortedIf({int(options.top)})((-abs(ps - cs), ts, tid, cid, assumeNotNull(ps), "
+        "assumeNotNull(cs), a['shadow.diff.paths']), scored)"
+        if options.top and score_field is not None
+        else "[]"
     )
     main = rows(
         f"""SELECT gi, count(), {outcome_counts},
@@ -259,15 +297,19 @@ def sql_aggregate(run: Runner, table: str, where: SpanFilter, options: ReportOpt
           sum(arrayCount(v -> toFloat64OrNull(v) IS NOT NULL
                               AND NOT abs(toFloat64OrNull(v)) <= {MAX_VALUE:.0e}
                          OR startsWith(v, 'json: unsupported value'), mapValues(a))),
+          countIf(reason IS NOT NULL), countIf(mapContains(a, 'error.type')),
+          countIf(sp IS NOT NULL OR sc IS NOT NULL),
           countIf(dp IS NOT NULL), groupArraySampleIf({LATENCY_RESERVOIR}, {SEED})(dp, dp IS NOT NULL),
           countIf(dc IS NOT NULL), groupArraySampleIf({LATENCY_RESERVOIR}, {SEED + 1})(dc, dc IS NOT NULL),
           countIf(dc IS NOT NULL AND ds <= dc),
           groupArraySampleIf({LATENCY_RESERVOIR}, {SEED + 3})(ds, dc IS NOT NULL AND ds <= dc),
-          groupArraySampleIf({SCATTER_RESERVOIR}, {SEED + 2})((assumeNotNull(ps), assumeNotNull(cs)), scored),
-          groupArraySampleIf({SCORE_RESERVOIR}, {SEED + 4})((assumeNotNull(ps), assumeNotNull(cs)), scored)
+          groupArraySampleIf({SCATTER_RESERVOIR}, {SEED + 2})({pair}, scored),
+          groupArraySampleIf({SCORE_RESERVOIR}, {SEED + 4})({pair}, scored),
+          {top}
         FROM (SELECT *, {dp} AS dp, {dc} AS dc, {ds} AS ds FROM {s}) GROUP BY gi"""
     )
     nout = len(OUTCOMES)
+    totals: dict[int, tuple[int, int, int]] = {}
     for row in main:
         g = gl[int(row[0]) - 1]
         total = int(row[1])
@@ -287,71 +329,60 @@ def sql_aggregate(run: Runner, table: str, where: SpanFilter, options: ReportOpt
             g.scored,
             g.flips,
         ) = (int(x) for x in row[2 + nout : 13 + nout])
-        if options.labels is not None:
-            g.with_id = with_id
-        diff_sum, diff_max, g.scored_with_id, out_of_range = row[13 + nout : 17 + nout]
+        diff_sum, diff_max, scored_with_id, out_of_range = row[13 + nout : 17 + nout]
         g.score_diff = DiffStats(
             g.scored, float(diff_sum or 0.0), float(diff_max or 0.0) if g.scored else 0.0
         )
-        if options.labels is None:
-            g.scored_with_id = 0
+        if options.labels is not None:
+            g.with_id, g.scored_with_id = with_id, int(scored_with_id)
         agg.out_of_range += int(out_of_range)
         k = 17 + nout
+        totals[int(row[0])] = (int(row[k]), int(row[k + 1]), int(row[k + 2]))
+        k += 3
         g.lat_primary.fill(row[k + 1], int(row[k]))
         g.lat_candidate.fill(row[k + 3], int(row[k + 2]))
         g.lat_candidate_server.fill(row[k + 5], int(row[k + 4]))
         g.scatter.fill([tuple(x) for x in row[k + 6]], g.scored)
         g.scores.fill([tuple(x) for x in row[k + 7]], g.scored)
+        for neg_gap, ts, tid, cid, ps, cs, paths in row[k + 8]:
+            g.top.append((-float(neg_gap), -int(ts), cid, str(tid), float(ps), float(cs), _json_list(paths)))
 
-    # kinds: reasons (by outcome), error types, status pairs, missing fields -- first seen first, capped
-    for row in rows(
-        f"""SELECT gi, oc, reason, count() FROM {s} WHERE reason IS NOT NULL GROUP BY gi, oc, reason
-        ORDER BY min(ts), oc, reason LIMIT {MAX_KINDS * MAX_KINDS} BY gi"""
-    ):
-        g = gl[int(row[0]) - 1]
-        oc, reason, n = str(row[1]), str(row[2]), int(row[3])
-        _bump(g.reasons, reason, n)
-        by = g.reasons_by_outcome
-        okey = oc if oc in by or len(by) < MAX_KINDS else OTHER_KIND
-        _bump(by.setdefault(okey, {}), reason, n)
-    for row in rows(
-        f"""SELECT gi, a['error.type'] AS e, count() FROM {s} WHERE mapContains(a, 'error.type')
-        GROUP BY gi, e ORDER BY min(ts), e LIMIT {MAX_KINDS + 1} BY gi"""
-    ):
-        _bump(gl[int(row[0]) - 1].error_types, str(row[1]), int(row[2]))
-    for gi, n in rows(f"SELECT gi, count() FROM {s} WHERE mapContains(a, 'error.type') GROUP BY gi"):
+    # kinds, one scan: reasons by outcome, error types, status pairs, missing fields -- first seen
+    # first, capped as the file fold caps them (what a hostile table has beyond, counted as "(other)")
+    kinds = rows(
+        f"""SELECT gi, x.1 AS kind, x.2 AS k1, x.3 AS k2, count() FROM (
+          SELECT gi, ts, arrayJoin(arrayFilter(t -> t.1 != 0, [
+            (if(reason IS NULL, 0, 1), oc, ifNull(reason, '')),
+            (if(mapContains(a, 'error.type'), 2, 0), a['error.type'], ''),
+            (if(sp IS NULL AND sc IS NULL, 0, 3), ifNull(toString(sp), ''), ifNull(toString(sc), '')),
+            (if(reason = '{FIELD_MISSING}', 4, 0),
+             if(a['shadow.missing_fields'] = '', '?', substringUTF8(a['shadow.missing_fields'], 1, 200)), '')
+          ])) AS x FROM {s}
+        ) GROUP BY gi, kind, k1, k2 ORDER BY min(ts), kind, k1, k2
+        LIMIT {MAX_KINDS * MAX_KINDS + MAX_KINDS + MAX_STATUS_PAIRS + MAX_MISSING_FIELDS} BY gi"""
+    )
+    for gi, kind, k1, k2, n in kinds:
         g = gl[int(gi) - 1]
-        shown = sum(g.error_types.values())
-        if n > shown:
-            g.error_types[OTHER_KIND] = g.error_types.get(OTHER_KIND, 0) + int(n) - shown
-    for row in rows(
-        f"""SELECT gi, sp, sc, count() FROM {s}
-        WHERE sp IS NOT NULL OR sc IS NOT NULL GROUP BY gi, sp, sc ORDER BY min(ts), sp, sc"""
-        f" LIMIT {MAX_STATUS_PAIRS + 1} BY gi"
-    ):
-        g = gl[int(row[0]) - 1]
-        if len(g.statuses) < MAX_STATUS_PAIRS:
-            g.statuses[(_int(row[1]), _int(row[2]))] = int(row[3])
-    for gi, n in rows(f"SELECT gi, count() FROM {s} WHERE sp IS NOT NULL OR sc IS NOT NULL GROUP BY gi"):
-        g = gl[int(gi) - 1]
-        g.statuses_other = int(n) - sum(g.statuses.values())
-    for row in rows(
-        f"""SELECT gi,
-          if(a['shadow.missing_fields'] = '', '?', substringUTF8(a['shadow.missing_fields'], 1, 200)) AS m,
-        count() FROM {s} WHERE reason = '{FIELD_MISSING}' GROUP BY gi, m ORDER BY min(ts), m
-        LIMIT {MAX_MISSING_FIELDS} BY gi"""
-    ):
-        gl[int(row[0]) - 1].missing_fields[str(row[1])] = int(row[2])
-
-    # differences of every numeric field recorded on both sides
-    for row in rows(
-        f"""SELECT gi, substring(k, {len(_P) + 1}) AS f, count(), sum(d), max(d) FROM (
-          SELECT gi, ts, k,
-            abs({_num("a[k]")} - {_num(f"a[concat('{_C}', substring(k, {len(_P) + 1}))]")}) AS d
-          FROM {s} ARRAY JOIN mapKeys(a) AS k WHERE startsWith(k, '{_P}') AND d IS NOT NULL
-        ) GROUP BY gi, f ORDER BY min(ts), f LIMIT {MAX_KINDS} BY gi"""
-    ):
-        gl[int(row[0]) - 1].field_diffs[str(row[1])] = DiffStats(int(row[2]), float(row[3]), float(row[4]))
+        n = int(n)
+        if kind == 1:
+            _bump(g.reasons, str(k2), n)
+            by = g.reasons_by_outcome
+            okey = str(k1) if k1 in by or len(by) < MAX_KINDS else OTHER_KIND
+            _bump(by.setdefault(okey, {}), str(k2), n)
+        elif kind == 2:
+            _bump(g.error_types, str(k1), n)
+        elif kind == 3:
+            if len(g.statuses) < MAX_STATUS_PAIRS:
+                g.statuses[(int(k1) if k1 else None, int(k2) if k2 else None)] = n
+        elif len(g.missing_fields) < MAX_MISSING_FIELDS:
+            g.missing_fields[str(k1)] = n
+    for gi, (reasons, etypes, statuses) in totals.items():
+        g = gl[gi - 1]
+        if (more := reasons - sum(g.reasons.values())) > 0:
+            g.reasons[OTHER_KIND] = g.reasons.get(OTHER_KIND, 0) + more
+        if (more := etypes - sum(g.error_types.values())) > 0:
+            g.error_types[OTHER_KIND] = g.error_types.get(OTHER_KIND, 0) + more
+        g.statuses_other = statuses - sum(g.statuses.values())
 
     # the agreement timeline: counts per bucket, at the group's width
     for gi, bucket, m, mm in rows(
@@ -359,20 +390,7 @@ def sql_aggregate(run: Runner, table: str, where: SpanFilter, options: ReportOpt
           countIf(oc = 'match'), countIf(oc = 'mismatch')
         FROM {s} WHERE ts != 0 AND NOT excluded AND oc IN ('match', 'mismatch') GROUP BY gi, b"""
     ):
-        g = gl[int(gi) - 1]
-        g.timeline.put(widths[int(gi) - 1], int(bucket), [int(m), int(mm)])
-
-    # the largest disagreements
-    if options.top and score_field is not None:
-        p["top"] = options.top
-        for rank, (gi, gap, cid, tid, ps, cs, paths) in enumerate(
-            rows(
-                f"""SELECT gi, abs(ps - cs) AS gap, cid, tid, ps, cs, a['shadow.diff.paths'] FROM {s}
-                WHERE scored ORDER BY gap DESC, ts, tid LIMIT {{top:UInt64}} BY gi"""
-            )
-        ):
-            g = gl[int(gi) - 1]
-            g.top.append((float(gap), rank, cid, str(tid), float(ps), float(cs), _json_list(paths)))
+        gl[int(gi) - 1].timeline.put(widths[int(gi) - 1], int(bucket), [int(m), int(mm)])
 
     if options.labels is not None:
         _ground_truth(rows, s, gl, agg, options.labels)
