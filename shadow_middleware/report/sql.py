@@ -231,7 +231,7 @@ def sql_aggregate(run: Runner, table: str, where: SpanFilter, options: ReportOpt
     candidate = f"a[concat('{_C}', substring(k, {len(_P) + 1}))]"  # the candidate's value of k's field
     recorded = rows(
         f"""SELECT gi, k, min(ts), countIf(n IS NOT NULL), countIf(d IS NOT NULL), sumIf(d, d IS NOT NULL),
-          maxIf(d, d IS NOT NULL)
+          maxIf(d, d IS NOT NULL), count(), minIf(ts, n IS NOT NULL), maxIf(ts, n IS NOT NULL), max(ts)
         FROM (
           SELECT gi, ts, k, {_num("v")} AS n,
             if(startsWith(k, '{_P}'), abs(n - {_num(candidate)}), NULL) AS d
@@ -242,11 +242,21 @@ def sql_aggregate(run: Runner, table: str, where: SpanFilter, options: ReportOpt
     )
     numeric: dict[str, int] = {}  # field -> when first seen (any group)
     inputs: dict[str, int] = {}
-    for gi, k, first, numbers, diffs, total, top in recorded:
+    # (group index, input) -> (values, numbers, first and last start of a number, of any value)
+    seen_inputs: dict[tuple[int, str], tuple[int, int, int, int, int, int]] = {}
+    for gi, k, first, numbers, diffs, total, top, values, nfirst, nlast, last in recorded:
         key, first = str(k), int(first)
         if key.startswith(_I):
             name = key[len(_I) :]
             inputs[name] = min(first, inputs.get(name, first))
+            seen_inputs[(int(gi), name)] = (
+                int(values),
+                int(numbers),
+                int(nfirst),
+                int(nlast),
+                first,
+                int(last),
+            )
             continue
         name = key[len(_P) :] if key.startswith(_P) else key[len(_C) :]
         if numbers:
@@ -395,7 +405,7 @@ def sql_aggregate(run: Runner, table: str, where: SpanFilter, options: ReportOpt
     if options.labels is not None:
         _ground_truth(rows, s, gl, agg, options.labels)
     if options.reference is not None and options.reference.features:
-        _drift(rows, q, s, gl, options)
+        _drift(rows, q, s, gl, options, seen_inputs)
     return agg
 
 
@@ -437,6 +447,7 @@ def _drift(
     s: str,
     gl: list[Group],
     options: ReportOptions,
+    seen: dict[tuple[int, str], tuple[int, int, int, int, int, int]],
 ) -> None:
     """Per group and recorded input with a reference: :class:`.drift.LiveFeature`'s counts, computed
     on the server (each live value placed among the reference's distinct values by an ASOF JOIN)."""
@@ -454,27 +465,29 @@ def _drift(
         "k String, x Float64, i UInt32",
         [(_I + n, float(x), j + 1) for n in numeric for j, x in enumerate(features[n].values.tolist())],
     )
-    live = f"""(SELECT gi, ts, k, a[k] AS raw, indexOf({{fnames:Array(String)}}, k) AS fi,
+    live = f"""(SELECT gi, ts, k, raw, indexOf({{fnames:Array(String)}}, k) AS fi,
         has({{fnum:Array(String)}}, k) AS numeric, {_num("raw")} AS v,
         NOT numeric OR v IS NOT NULL AS valid,
         toUInt32(if(numeric, arrayCount(e -> e <= v, {{edges:Array(Array(Float64))}}[fi]),
            if(indexOf({{cats:Array(Array(String))}}[fi], raw) = 0, length({{cats:Array(Array(String))}}[fi]),
               indexOf({{cats:Array(Array(String))}}[fi], raw) - 1))) AS bin
-      FROM {s} ARRAY JOIN mapKeys(a) AS k WHERE has({{fnames:Array(String)}}, k))"""
+      FROM (SELECT gi, ts, mapFilter((k, v) -> has({{fnames:Array(String)}}, k), a) AS m FROM {s})
+      ARRAY JOIN mapKeys(m) AS k, mapValues(m) AS raw)"""
     lives: dict[tuple[int, str], LiveFeature] = {}
     fwidths: dict[tuple[int, str], int] = {}
-    for gi, k, n, other, first, last in rows(
-        f"SELECT gi, k, countIf(valid), countIf(NOT valid), minIf(ts, valid), maxIf(ts, valid) FROM {live} "
-        "GROUP BY gi, k",
-        None,
-    ):
-        name = str(k)[len(_I) :]
-        feature = features[name]
+    for (gi, name), (values, numbers, nfirst, nlast, first, last) in seen.items():
+        feature = features.get(name)
+        if feature is None:
+            continue
         lf = LiveFeature(feature, Timeline(feature.bin_counts.size))
-        lf.n, lf.other = int(n), int(other)
-        gl[int(gi) - 1].inputs[name] = lf
-        lives[(int(gi), name)] = lf
-        fwidths[(int(gi), name)] = _width(int(first), int(last)) if n else 1_000_000
+        if feature.numeric:  # values that are no number (a string, NaN, out of range): the wrong kind
+            lf.n, lf.other = numbers, values - numbers
+            first, last = nfirst, nlast
+        else:
+            lf.n = values
+        gl[gi - 1].inputs[name] = lf
+        lives[(gi, name)] = lf
+        fwidths[(gi, name)] = _width(first, last) if lf.n else 1_000_000
     if not lives:
         return
     keys = list(fwidths)
@@ -487,12 +500,14 @@ def _drift(
         None,
     ):
         key = (int(gi), str(k)[len(_I) :])
-        lf = lives[key]
-        lf.bins[int(bin_)] += int(n)
-        have = lf.timeline.buckets.get(int(bucket))
-        row = have if have is not None else [0] * lf.timeline.size
+        found = lives.get(key)  # None: an input beyond the MAX_FIELDS a hostile table's group has
+        if found is None:
+            continue
+        found.bins[int(bin_)] += int(n)
+        have = found.timeline.buckets.get(int(bucket))
+        row = have if have is not None else [0] * found.timeline.size
         row[int(bin_)] += int(n)
-        lf.timeline.put(fwidths[key], int(bucket), row)
+        found.timeline.put(fwidths[key], int(bucket), row)
     if numeric:
         # i: the 1-based position of the first reference value >= v (0: above them all); eq: v is it
         for gi, k, i, eq, n in rows(
@@ -500,12 +515,14 @@ def _drift(
             ASOF LEFT JOIN shadow_reference AS r ON l.k = r.k AND l.v <= r.x GROUP BY gi, k, r.i, r.x = v""",
             [ref],
         ):
-            lf = lives[(int(gi), str(k)[len(_I) :])]
-            at = int(i) - 1 if int(i) else lf.feature.values.size
+            found = lives.get((int(gi), str(k)[len(_I) :]))
+            if found is None:
+                continue
+            at = int(i) - 1 if int(i) else found.feature.values.size
             if eq and int(i):
-                lf.equal[at] += int(n)
+                found.equal[at] += int(n)
             else:
-                lf.below[at] += int(n)
+                found.below[at] += int(n)
 
 
 def _width(first: int, last: int) -> int:
