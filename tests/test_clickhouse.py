@@ -247,6 +247,11 @@ def test_differential_file_and_clickhouse_same_report(
     assert from_file["spans"] == 600 and from_file["duplicate_spans"] == 1
     same(from_sql, from_file)
     assert code_c == code_f
+    # the same SQL on the file, in-process (--engine chdb)
+    code_e, embedded, err_e = report(path, "--engine", "chdb", "--format", "json", *rules, *opts)
+    assert embedded is not None, err_e
+    same(embedded, from_file)
+    assert code_e == code_f
 
 
 def test_older_exporter_schema_and_filters(server: Any, tmp_path: Path) -> None:
@@ -421,3 +426,64 @@ def test_values_with_quotes_are_parameters_and_queries_read_only(server: Any) ->
         del os.environ["SHADOW_CLICKHOUSE_PASSWORD"]
     assert seen and seen[0]["settings"] == {"readonly": 1}
     assert client.query("SELECT count() FROM otel.victim").result_rows == [(0,)]
+
+
+def _in_process(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
+    import argparse
+
+    from shadow_middleware.report.cli import add_arguments, run
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    code = run(parser.parse_args([str(a) for a in argv]))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_engine_chdb_gzip_malformed_and_auto_fallback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--engine chdb reads gzip (by its magic bytes, whatever the name); a file it cannot read is one
+    line, exit 2; --engine auto (chDB for large files) falls back to the light reader, which reports the
+    malformed line and skips it."""
+    import gzip
+
+    from shadow_middleware.report import embedded
+
+    spans, _ = dataset(120, seed=4)
+    plain = write_spans(tmp_path / "s.jsonl", spans)
+    packed = tmp_path / "s.data"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    _, expected, _ = _in_process(capsys, plain, "--format", "json", *ANY_DATA)
+    code, out, err = _in_process(capsys, packed, "--engine", "chdb", "--format", "json", *ANY_DATA)
+    same(json.loads(out), json.loads(expected))
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(plain.read_text() + '{"resourceSpans": [ {"scopeSpans": oops\n')
+    code, out, err = _in_process(capsys, broken, "--engine", "chdb")
+    assert code == 2 and out == ""
+    assert "chDB cannot read it" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    monkeypatch.setattr(embedded, "AUTO_BYTES", 1)
+    code, out, err = _in_process(capsys, broken, "--format", "json", *ANY_DATA)
+    assert "reading with the light reader instead" in err and "skipped malformed line" in err
+    doc = json.loads(out)
+    assert doc["malformed_lines"] == 1 and doc["spans"] == 120
+
+
+def test_groups_beyond_max_groups_same_in_both_sources(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table with more target/route pairs than MAX_GROUPS: the first ones kept (first started
+    first), the rest counted, in both sources alike; and what SQL returns stays bounded by the cap."""
+    from shadow_middleware.report import aggregate as agg_module
+    from shadow_middleware.report import build, sql
+
+    for module in (agg_module, build, sql):
+        monkeypatch.setattr(module, "MAX_GROUPS", 3)
+    t0 = now_ns()
+    spans = [span(i, "match", target=f"t{i % 7}", p=0.5, c=0.5, start_ns=t0 + i * 1000) for i in range(70)]
+    path = write_spans(tmp_path / "many.jsonl", spans)
+    _, from_file, _ = _in_process(capsys, path, "--format", "json", *ANY_DATA)
+    _, embedded, err = _in_process(capsys, path, "--engine", "chdb", "--format", "json", *ANY_DATA)
+    doc = json.loads(embedded)
+    assert doc["spans_beyond_max_groups"] == 40 and len(doc["targets"]) == 3, err
+    same(doc, json.loads(from_file))

@@ -119,6 +119,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--service", metavar="NAME", help="with --clickhouse: spans of this service.name only"
     )
     parser.add_argument(
+        "--engine",
+        choices=("auto", "python", "chdb"),
+        default="auto",
+        help="how span files are read: the light reader (python), ClickHouse's engine in-process (chdb, the "
+        "'chdb' extra), or auto (default): chdb for 256 MB of spans or more when it is installed",
+    )
+    parser.add_argument(
         "--ca-file",
         metavar="PEM",
         help="with an https --clickhouse URL: the CA certificate(s) to verify the server",
@@ -216,6 +223,8 @@ def run(args: argparse.Namespace) -> int:
     from .build import build_report
     from .clickhouse import ClickHouseError
     from .drift import ReferenceError, load_reference
+    from .embedded import AUTO_BYTES, EmbeddedError, chdb_aggregate
+    from .embedded import available as embedded_available
     from .format import clean
     from .ground_truth import load_labels
     from .html import render_html
@@ -294,11 +303,35 @@ def run(args: argparse.Namespace) -> int:
             )
             agg = clickhouse_aggregate(args.clickhouse, args.table, where, options, ca_file=args.ca_file)
         else:
-            if not args.no_progress and err.isatty():
-                progress = ProgressBar(sum(os.path.getsize(p) for p in args.spans), err)
-            agg = aggregate_batches(read_span_batches(args.spans, on_error, progress, skipped), options)
+            found: Any = None
+            size = sum(os.path.getsize(p) for p in args.spans)
+            if args.engine == "chdb" or (
+                args.engine == "auto" and size >= AUTO_BYTES and embedded_available()
+            ):
+                try:
+                    found = chdb_aggregate(args.spans, options)
+                except EmbeddedError as exc:
+                    if args.engine == "chdb":
+                        raise
+                    say(f"note: {exc}; reading with the light reader instead")
+                # no shadow span at all: the light reader says what the files are instead
+                if found is not None and not found.spans and args.engine == "auto":
+                    found = None
+            if found is None:
+                if not args.no_progress and err.isatty():
+                    progress = ProgressBar(size, err)
+                found = aggregate_batches(read_span_batches(args.spans, on_error, progress, skipped), options)
+            agg = found
         _keep_groups(agg, args.target, args.route)
-    except (ReportError, ReferenceError, PolicyError, NotOTLPError, OSError, ClickHouseError) as exc:
+    except (
+        ReportError,
+        ReferenceError,
+        PolicyError,
+        NotOTLPError,
+        OSError,
+        ClickHouseError,
+        EmbeddedError,
+    ) as exc:
         if progress is not None:
             progress.close()
         say(f"error: {exc}")
