@@ -34,8 +34,7 @@ _VALUE = (
 )
 # the OTLP JSON request, only what the report reads (numbers read as their JSON text)
 SCHEMA = (
-    "resourceSpans Array(Tuple(resource Tuple(attributes Array(Tuple(key String, value Tuple(stringValue "
-    "Nullable(String))))), scopeSpans Array(Tuple(spans Array(Tuple(traceId String, spanId String, "
+    "resourceSpans Array(Tuple(scopeSpans Array(Tuple(spans Array(Tuple(traceId String, spanId String, "
     f"startTimeUnixNano String, attributes Array(Tuple(key String, value Tuple({_VALUE}, "
     f"arrayValue Tuple(values Array(Tuple({_VALUE}))))))))))))"
 )
@@ -51,15 +50,19 @@ _AS_STRING = """multiIf(
                           kv.value.arrayValue.values)),
   '')"""
 FLATTEN = f"""INSERT INTO shadow_report.spans
-SELECT fromUnixTimestamp64Nano(toInt64OrZero(sp.startTimeUnixNano)), sp.traceId, sp.spanId,
-  arrayFirst(kv -> kv.key = 'service.name', rs.resource.attributes).value.stringValue,
-  CAST((arrayMap(kv -> kv.key, sp.attributes), arrayMap(kv -> {_AS_STRING}, sp.attributes)),
-       'Map(String, String)') AS attrs
+SELECT fromUnixTimestamp64Nano(toInt64OrZero(sp.startTimeUnixNano)), sp.traceId, sp.spanId, '',
+  CAST((arrayMap(kv -> kv.key, kept), arrayMap(kv -> {_AS_STRING}, kept)), 'Map(String, String)') AS attrs
 FROM file({{path:String}}, 'JSONEachRow', '{SCHEMA}', {{compression:String}})
 ARRAY JOIN resourceSpans AS rs ARRAY JOIN rs.scopeSpans AS ss ARRAY JOIN ss.spans AS sp
+-- only the attributes the report reads: smaller maps, faster lookups in every query after
+ARRAY JOIN [arrayFilter(kv -> startsWith(kv.key, 'shadow.') OR kv.key = 'error.type', sp.attributes)] AS kept
 WHERE has(arrayMap(kv -> kv.key, sp.attributes), 'shadow.target')
   AND has(arrayMap(kv -> kv.key, sp.attributes), 'shadow.outcome')
-SETTINGS input_format_json_read_numbers_as_strings = 1, input_format_skip_unknown_fields = 1"""
+SETTINGS input_format_json_read_numbers_as_strings = 1, input_format_skip_unknown_fields = 1,
+  storage_file_read_method = 'pread', min_chunk_bytes_for_parallel_parsing = 2097152,
+  min_insert_block_size_rows = 65536, min_insert_block_size_bytes = 67108864"""
+# Memory (1M spans, 2 GB of JSON): pread, not mmap (a mapped file counts whole in the resident memory:
+# 3.1 GB peak); parsing chunks of 2 MB, not 10, and insert blocks of 64K rows, not 1M (1.4 GB -> 0.65 GB)
 
 
 class EmbeddedError(ValueError):
