@@ -10,7 +10,7 @@ tables, insert data read from the request body.
 ``DDL`` and ``OLD_DDL`` are the exporter's traces table (current, and the older one), with
 ``{db}``/``{table}`` to fill.
 
-Run: ``python tests/chdb_server.py DATA_DIR USER PASSWORD`` -- prints ``PORT <n>`` once listening on
+Run: ``python tests/chdb_server.py DATA_DIR USER PASSWORD [CERT KEY]`` (with a certificate: https) -- prints ``PORT <n>`` once listening on
 127.0.0.1 (an ephemeral port).
 """
 
@@ -263,6 +263,12 @@ def main() -> None:
     path, user, password = sys.argv[1:4]
     Handler.engine = Engine(path, user, password)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if len(sys.argv) > 5:  # https: CERT KEY
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(sys.argv[4], sys.argv[5])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     print(f"PORT {server.server_address[1]}", flush=True)
     server.serve_forever()
 

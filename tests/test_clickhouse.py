@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ clickhouse_connect = pytest.importorskip("clickhouse_connect")
 
 from .chdb_server import DDL, OLD_DDL  # noqa: E402
 from .test_report import ANY_DATA, span, write_spans  # noqa: E402
+from .test_tls import _openssl, _signed  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 USER, PASSWORD = "reporter", "s3cret'pw"
@@ -335,7 +337,7 @@ def test_text_and_html_from_clickhouse(
 
 def test_one_line_errors(server: Any, fixture_data: tuple[Path, str, Path, Path]) -> None:
     port, _ = server
-    _path, table, _gt, _ref = fixture_data
+    path, table, _gt, _ref = fixture_data
     url = f"http://{USER}@127.0.0.1:{port}/otel"
     cases = [
         (
@@ -349,6 +351,9 @@ def test_one_line_errors(server: Any, fixture_data: tuple[Path, str, Path, Path]
         (["--clickhouse", f"http://{USER}:pw@127.0.0.1:{port}/otel"], None, "no password in the URL"),
         (["--clickhouse", f"http://{USER}@127.0.0.1:{port}/otel`x"], None, "is not a plain name"),
         (["--clickhouse", url, "--since", "yesterday"], None, "expected ISO 8601"),
+        ([str(path), "--since", "1h"], None, "--since goes with --clickhouse"),
+        ([str(path), "--clickhouse", url], None, "span files or --clickhouse, not both"),
+        ([], None, "give span file(s), or --clickhouse URL"),
     ]
     for args, env, needle in cases:
         code, _, err = report(*args, env=env)
@@ -487,3 +492,60 @@ def test_groups_beyond_max_groups_same_in_both_sources(
     doc = json.loads(embedded)
     assert doc["spans_beyond_max_groups"] == 40 and len(doc["targets"]) == 3, err
     same(doc, json.loads(from_file))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A CA, another CA and a server certificate for 127.0.0.1 (openssl, as tests/test_tls.py)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    d = tmp_path_factory.mktemp("pki")
+    for ca in ("ca", "other-ca"):
+        _openssl(
+            d, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2", "-subj", f"/CN={ca}",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        )  # fmt: skip
+    ext = "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nauthorityKeyIdentifier=keyid\n"
+    _signed(d, "ca", "server", "127.0.0.1", ext)
+    return {p.name: str(p) for p in d.iterdir()}
+
+
+def test_https_with_ca_file(pki: dict[str, str], tmp_path: Path) -> None:
+    """https verifies the server: with its CA in --ca-file the report is the file's; without it, or with
+    another CA, one line and exit 2."""
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "chdb_server.py"), str(tmp_path / "db"), USER, PASSWORD,
+         pki["server.pem"], pki["server.key"]],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().split()[1])
+        client = clickhouse_connect.get_client(
+            host="127.0.0.1", port=port, username=USER, password=PASSWORD, secure=True,
+            ca_cert=pki["ca.pem"], compress=False, autogenerate_session_id=False,
+        )  # fmt: skip
+        client.command("CREATE DATABASE IF NOT EXISTS otel")
+        spans, _ = dataset(60, seed=5)
+        client.command(DDL.format(db="otel", table="otel_traces"))
+        client.insert("otel.otel_traces", [exporter_row(s) for s in spans], column_names=ROW_COLUMNS)
+        client.close()
+        small = write_spans(tmp_path / "small.jsonl", spans)
+        _, from_file, _ = report(small, "--format", "json", *ANY_DATA)
+        url = f"https://{USER}@127.0.0.1:{port}/otel"
+        code, doc, err = report(
+            "--clickhouse", url, "--ca-file", pki["ca.pem"], "--format", "json", *ANY_DATA
+        )
+        assert doc is not None, err
+        same(doc, from_file)
+        for extra in ([], ["--ca-file", pki["other-ca.pem"]]):
+            code, doc, err = report("--clickhouse", url, *extra)
+            assert code == 2 and doc is None
+            assert "certificate is not trusted" in err and len(err.strip().splitlines()) == 1, err
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -90,6 +90,12 @@ def _explain(exc: BaseException, target: Target, table: str) -> ClickHouseError:
         return ClickHouseError(f"{target}: no table {table!r} in database {target.database!r}")
     if "Code: 164" in text or "READONLY" in text:
         return ClickHouseError(f"{target}: the server refused a read-only query: {_one_line(exc)}")
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        return ClickHouseError(
+            f"{target}: the server's certificate is not trusted (give its CA with --ca-file)"
+        )
+    if "SSL" in text and target.secure:
+        return ClickHouseError(f"{target}: TLS failed ({_one_line(exc)[:200]})")
     name = type(exc).__name__
     if name in ("OperationalError",) or isinstance(exc, OSError):
         return ClickHouseError(f"{target}: cannot reach the server ({_one_line(exc)[:200]})")
