@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .aggregate import Aggregate, ReportOptions
+from .aggregate import Aggregate, ReportError, ReportOptions
 from .sql import COLUMNS, ExternalTable, SpanFilter, identifier, sql_aggregate
 
 __all__ = ["MISSING_CLIENT", "PASSWORD_ENV", "ClickHouseError", "Target", "clickhouse_aggregate", "parse_url"]
@@ -180,7 +180,7 @@ def clickhouse_aggregate(
                 "is it the Collector ClickHouse exporter's traces table?"
             )
         return sql_aggregate(run, f"{identifier(target.database, 'database')}.{name}", where, options)
-    except ClickHouseError:
+    except (ClickHouseError, ReportError):
         raise
     except Exception as exc:
         raise _explain(exc, target, table) from None

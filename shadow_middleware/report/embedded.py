@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .aggregate import Aggregate, ReportOptions
+from .aggregate import Aggregate, ReportError, ReportOptions
 from .sql import ExternalTable, SpanFilter, sql_aggregate
 
 __all__ = ["AUTO_BYTES", "EmbeddedError", "available", "chdb_aggregate"]
@@ -155,6 +155,12 @@ def chdb_aggregate(paths: Sequence[str | Path], options: ReportOptions) -> Aggre
                 rows: list[list[Any]] = json.loads(bytes(result.bytes()))["data"]
                 return rows
 
-            return sql_aggregate(run, "shadow_report.spans", SpanFilter(), options)
+            try:
+                return sql_aggregate(run, "shadow_report.spans", SpanFilter(), options)
+            except ReportError:
+                raise
+            except Exception as exc:  # the engine's (a memory limit, say): one line, or the light reader
+                text = " ".join(str(exc).split())[:300]
+                raise EmbeddedError(f"chDB failed: {text}") from None
         finally:
             db.close()

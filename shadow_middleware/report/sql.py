@@ -22,7 +22,9 @@ doubles in their shortest form, bools ``true``/``false``, arrays as JSON): a val
 when it reads as a finite number within ±:data:`.spans.MAX_VALUE`, as a status code when it reads as an
 integer. So a number recorded as a *string* attribute (``"0.7"``) is a number here and not in a file,
 and a double that is a whole number reads as an integer (``1.0`` is ``"1"``): a categorical input's
-category ``1.0`` from a file is ``1`` here. The report's figures are the same otherwise.
+category ``1.0`` from a file is ``1`` here. And the exporter's map keeps no attribute order: recorded
+values first seen on the same span are listed (``numeric_fields``, ``inputs``) by name, not in the span's
+order. The report's figures are the same otherwise.
 
 Every value in the SQL is a server-side parameter (``{name:Type}``); the only names formatted into it
 are the database and table, validated as identifiers (:func:`identifier`).
