@@ -580,3 +580,38 @@ def test_field_choice_same_in_both_sources(server: Any, tmp_path: Path) -> None:
         )
         assert from_sql is not None, err
         same(from_sql, from_file)
+
+
+def test_hostile_values_same_in_both_sources(server: Any, tmp_path: Path) -> None:
+    """Values a candidate or a user chose: not finite, absurdly large, negative statuses, control
+    characters, quotes, a long reason -- the SQL source's report is the file reader's."""
+    port, _ = server
+    t0 = now_ns()
+    odd: list[dict[str, Any]] = [
+        {"shadow.primary.duration_ms": math.nan, "shadow.reason": "r" * 5000},
+        {"shadow.candidate.duration_ms": math.inf, "shadow.primary.status_code": -3},
+        {"shadow.primary.body.score": 1e300, "shadow.candidate.body.score": 0.5},
+        {"shadow.candidate.body.score": -math.inf, "error.type": "\x1b[31mred\u202e"},
+        {"shadow.candidate.server_duration_ms": 1e30, "shadow.candidate.status_code": 10**18},
+        {"shadow.reason": "field_missing", "shadow.missing_fields": "/a,/b\n'; --"},
+    ]
+    spans = [
+        span(i, ["match", "mismatch", "error"][i % 3], target="t\x00'\"\\", route="r\n\t", p=(i % 10) / 10,
+             c=(i % 7) / 7, start_ns=t0 + i * 10**6, **odd[i % len(odd)])
+        for i in range(60)
+    ]  # fmt: skip
+    path = write_spans(tmp_path / "odd.jsonl", spans)
+    table = load(server, spans)
+    _, from_file, err_f = report(path, "--format", "json", *ANY_DATA)
+    _, from_sql, err_c = report(
+        "--clickhouse",
+        f"http://{USER}@127.0.0.1:{port}/otel",
+        "--table",
+        table,
+        "--format",
+        "json",
+        *ANY_DATA,
+    )
+    assert from_file is not None and from_sql is not None, (err_f, err_c)
+    assert from_file["out_of_range_values"] > 0
+    same(from_sql, from_file)
