@@ -189,56 +189,91 @@ def sql_aggregate(run: Runner, table: str, where: SpanFilter, options: ReportOpt
     validated), queried through ``run``. Raises :class:`ReportError` as the file fold does (more than
     one numeric recorded value and no ``--field``).
 
-    Six scans of the table without ground truth or reference (three more with each); spans are
+    Six scans of the table (three more with ground truth, two with a reference); spans are
     deduplicated on the server only when the table holds a repeated ``(TraceId, SpanId)``."""
-    q = _Query(table, where, options)
-    p = q.params
+    f = _Fold(run, _Query(table, where, options), options)
+    agg = _groups(f)
+    if not agg.groups:
+        return agg
+    seen_inputs = _recorded(f)
+    if options.field is None and len(agg.numeric_fields) > 1:
+        raise ReportError(
+            f"more than one numeric recorded value ({', '.join(agg.numeric_fields)}); "
+            "choose the score with --field NAME"
+        )
+    score_field = options.field if options.field is not None else next(iter(agg.numeric_fields), None)
+    agg.score_field = score_field
+    s = f.q.spans(f.q.scored(score_field))
+    _kinds(f, s, _main(f, s, score_field))
+    _timeline(f, s)
+    if options.labels is not None:
+        _ground_truth(f.rows, s, f.gl, agg, options.labels)
+    if options.reference is not None and options.reference.features:
+        _drift(f.rows, f.q, s, f.gl, options, seen_inputs)
+    return agg
 
-    def rows(sql: str, tables: list[ExternalTable] | None = None) -> Sequence[Sequence[Any]]:
-        used = {k: v for k, v in p.items() if "{" + k + ":" in sql}
-        return run(sql, used, tables or [])
 
-    raw_count, without_ids, distinct = rows(
+class _Fold:
+    """What the scans share: the query and its parameters, the kept groups (``gi`` is the 1-based
+    index into ``gl``), their timeline widths, the aggregate being filled."""
+
+    def __init__(self, run: Runner, q: _Query, options: ReportOptions) -> None:
+        self.run, self.q, self.p, self.options = run, q, q.params, options
+        self.gl: list[Group] = []
+        self.widths: list[int] = []
+        self.agg = Aggregate({}, options.field, [], 0, 0)
+
+    def rows(self, sql: str, tables: list[ExternalTable] | None = None) -> Sequence[Sequence[Any]]:
+        """Run ``sql`` with the parameters it names."""
+        used = {k: v for k, v in self.p.items() if "{" + k + ":" in sql}
+        return self.run(sql, used, tables or [])
+
+
+def _groups(f: _Fold) -> Aggregate:
+    """The exchanges counted (duplicates apart), and the groups kept: in the order their first span
+    started (the file fold: file order), at most MAX_GROUPS; their bucket widths."""
+    raw_count, without_ids, distinct = f.rows(
         f"SELECT count(), countIf(TraceId = '' OR SpanId = ''), "
-        f"uniqExactIf((TraceId, SpanId), TraceId != '' AND SpanId != '') FROM ({q.raw()})"
+        f"uniqExactIf((TraceId, SpanId), TraceId != '' AND SpanId != '') FROM ({f.q.raw()})"
     )[0]
     count = int(without_ids) + int(distinct)
-    q.dedupe = count < int(raw_count)
+    f.q.dedupe = count < int(raw_count)
     # the groups, in the order their first span started (the file fold: file order), at most MAX_GROUPS
-    kept = rows(
+    kept = f.rows(
         f"SELECT tgt, rt, count(), minIf(ts, ts != 0), maxIf(ts, ts != 0), countIf(ts != 0) "
-        f"FROM {q.spans()} GROUP BY tgt, rt ORDER BY min(ts), tgt, rt LIMIT {MAX_GROUPS}"
+        f"FROM {f.q.spans()} GROUP BY tgt, rt ORDER BY min(ts), tgt, rt LIMIT {MAX_GROUPS}"
     )
-    q.groups = [(str(r[0]), str(r[1])) for r in kept]
-    p["gt"] = [g[0] for g in q.groups]
-    p["gr"] = [g[1] for g in q.groups]
+    f.q.groups = [(str(r[0]), str(r[1])) for r in kept]
+    f.p["gt"] = [g[0] for g in f.q.groups]
+    f.p["gr"] = [g[1] for g in f.q.groups]
     groups: dict[tuple[str, str], Group] = {}
-    widths: list[int] = []
     for t, r, _n, first, last, timed in kept:
         group = groups[(str(t), str(r))] = Group(str(t), str(r))
         if timed:
             group.first_ns, group.last_ns = int(first), int(last)
-        widths.append(_width(group.first_ns or 0, group.last_ns or 0))
-    p["gw"] = widths
+        f.widths.append(_width(group.first_ns or 0, group.last_ns or 0))
+    f.p["gw"] = f.widths
     beyond = count - sum(int(r[2]) for r in kept)
-    agg = Aggregate(
-        groups, options.field, [], count, 0, duplicates=int(raw_count) - count, beyond_groups=beyond
+    f.agg = Aggregate(
+        groups, f.options.field, [], count, 0, duplicates=int(raw_count) - count, beyond_groups=beyond
     )
-    if not groups:
-        return agg
-    gl = list(groups.values())
+    f.gl = list(groups.values())
+    return f.agg
 
-    # recorded values, one scan: per group and attribute, when first seen, how many numbers, and for
-    # production's fields the differences from the candidate's
+
+def _recorded(f: _Fold) -> dict[tuple[int, str], tuple[int, int, int, int, int, int]]:
+    """Recorded values, one scan: per group and attribute, when first seen, how many numbers, and for
+    production's fields the differences from the candidate's. Returns what drift needs of each input:
+    ``(group index, input) -> (values, numbers, first and last start of a number, of any value)``."""
     candidate = f"a[concat('{_C}', substring(k, {len(_P) + 1}))]"  # the candidate's value of k's field
-    recorded = rows(
+    recorded = f.rows(
         f"""SELECT gi, k, min(ts), countIf(n IS NOT NULL), countIf(d IS NOT NULL), sumIf(d, d IS NOT NULL),
           maxIf(d, d IS NOT NULL), count(), minIf(ts, n IS NOT NULL), maxIf(ts, n IS NOT NULL), max(ts)
         FROM (
           SELECT gi, ts, k, {_num("v")} AS n,
             if(startsWith(k, '{_P}'), abs(n - {_num(candidate)}), NULL) AS d
           FROM (SELECT gi, ts, a, mapFilter((k, v) -> startsWith(k, '{_P}') OR startsWith(k, '{_C}')
-                                                      OR startsWith(k, '{_I}'), a) AS m FROM {q.spans()})
+                                                      OR startsWith(k, '{_I}'), a) AS m FROM {f.q.spans()})
           ARRAY JOIN mapKeys(m) AS k, mapValues(m) AS v
         ) GROUP BY gi, k ORDER BY min(ts), k LIMIT {3 * MAX_FIELDS} BY gi"""
     )
@@ -263,24 +298,20 @@ def sql_aggregate(run: Runner, table: str, where: SpanFilter, options: ReportOpt
         name = key[len(_P) :] if key.startswith(_P) else key[len(_C) :]
         if numbers:
             numeric[name] = min(first, numeric.get(name, first))
-        g = gl[int(gi) - 1]
+        g = f.gl[int(gi) - 1]
         if diffs and len(g.field_diffs) < MAX_KINDS:
             g.field_diffs[name] = DiffStats(int(diffs), float(total), float(top))
-    agg.numeric_fields = sorted(numeric, key=lambda f: (numeric[f], f))
-    agg.inputs = sorted(inputs, key=lambda f: (inputs[f], f))
-    if options.field is None and len(agg.numeric_fields) > 1:
-        raise ReportError(
-            f"more than one numeric recorded value ({', '.join(agg.numeric_fields)}); "
-            "choose the score with --field NAME"
-        )
-    score_field = options.field if options.field is not None else next(iter(agg.numeric_fields), None)
-    agg.score_field = score_field
-    s = q.spans(q.scored(score_field))
+    f.agg.numeric_fields = sorted(numeric, key=lambda name: (numeric[name], name))
+    f.agg.inputs = sorted(inputs, key=lambda name: (inputs[name], name))
+    return seen_inputs
 
-    # per group, one scan: counts, reservoirs, score differences, the largest disagreements
+
+def _main(f: _Fold, s: str, score_field: str | None) -> dict[int, tuple[int, int, int]]:
+    """Per group, one scan: counts, reservoirs, score differences, the largest disagreements. Returns
+    per group the spans with a reason, an error type, a status (for what the kinds scan caps)."""
     for i, o in enumerate(OUTCOMES):
-        p[f"o{i}"] = o
-    p["threshold"] = options.threshold
+        f.p[f"o{i}"] = o
+    f.p["threshold"] = f.options.threshold
     outcome_counts = ", ".join(f"countIf(oc = {{o{i}:String}})" for i in range(len(OUTCOMES)))
     dp, dc, ds = (
         _num(f"a['shadow.{k}_ms']")
@@ -289,12 +320,12 @@ def sql_aggregate(run: Runner, table: str, where: SpanFilter, options: ReportOpt
     pair = "(assumeNotNull(ps), assumeNotNull(cs))"
     # (-gap, -start): the largest first, among equal ones the first seen (the file fold's heap keeps those)
     top = (
-        f"groupArraySortedIf({int(options.top)})((-abs(ps - cs), ts, tid, cid, assumeNotNull(ps), "
+        f"groupArraySortedIf({int(f.options.top)})((-abs(ps - cs), ts, tid, cid, assumeNotNull(ps), "
         "assumeNotNull(cs), a['shadow.diff.paths']), scored)"
-        if options.top and score_field is not None
+        if f.options.top and score_field is not None
         else "[]"
     )
-    main = rows(
+    main = f.rows(
         f"""SELECT gi, count(), {outcome_counts},
           countIf(reason = '{FIELD_MISSING}'),
           countIf(sp >= {PRIMARY_FAILED_STATUS} AND oc IN ('match', 'mismatch', 'error', 'timeout')),
@@ -323,7 +354,7 @@ def sql_aggregate(run: Runner, table: str, where: SpanFilter, options: ReportOpt
     nout = len(OUTCOMES)
     totals: dict[int, tuple[int, int, int]] = {}
     for row in main:
-        g = gl[int(row[0]) - 1]
+        g = f.gl[int(row[0]) - 1]
         total = int(row[1])
         for i, o in enumerate(OUTCOMES):
             g.outcomes[o] = int(row[2 + i])
@@ -345,9 +376,9 @@ def sql_aggregate(run: Runner, table: str, where: SpanFilter, options: ReportOpt
         g.score_diff = DiffStats(
             g.scored, float(diff_sum or 0.0), float(diff_max or 0.0) if g.scored else 0.0
         )
-        if options.labels is not None:
+        if f.options.labels is not None:
             g.with_id, g.scored_with_id = with_id, int(scored_with_id)
-        agg.out_of_range += int(out_of_range)
+        f.agg.out_of_range += int(out_of_range)
         k = 17 + nout
         totals[int(row[0])] = (int(row[k]), int(row[k + 1]), int(row[k + 2]))
         k += 3
@@ -359,9 +390,13 @@ def sql_aggregate(run: Runner, table: str, where: SpanFilter, options: ReportOpt
         for neg_gap, ts, tid, cid, ps, cs, paths in row[k + 8]:
             g.top.append((-float(neg_gap), -int(ts), cid, str(tid), float(ps), float(cs), _json_list(paths)))
 
+    return totals
+
+
+def _kinds(f: _Fold, s: str, totals: dict[int, tuple[int, int, int]]) -> None:
     # kinds, one scan: reasons by outcome, error types, status pairs, missing fields -- first seen
     # first, capped as the file fold caps them (what a hostile table has beyond, counted as "(other)")
-    kinds = rows(
+    kinds = f.rows(
         f"""SELECT gi, x.1 AS kind, x.2 AS k1, x.3 AS k2, count() FROM (
           SELECT gi, ts, arrayJoin(arrayFilter(t -> t.1 != 0, [
             (if(reason IS NULL, 0, 1), oc, ifNull(reason, '')),
@@ -374,7 +409,7 @@ def sql_aggregate(run: Runner, table: str, where: SpanFilter, options: ReportOpt
         LIMIT {MAX_KINDS * MAX_KINDS + MAX_KINDS + MAX_STATUS_PAIRS + MAX_MISSING_FIELDS} BY gi"""
     )
     for gi, kind, k1, k2, n in kinds:
-        g = gl[int(gi) - 1]
+        g = f.gl[int(gi) - 1]
         n = int(n)
         if kind == 1:
             _bump(g.reasons, str(k2), n)
@@ -389,26 +424,22 @@ def sql_aggregate(run: Runner, table: str, where: SpanFilter, options: ReportOpt
         elif len(g.missing_fields) < MAX_MISSING_FIELDS:
             g.missing_fields[str(k1)] = n
     for gi, (reasons, etypes, statuses) in totals.items():
-        g = gl[gi - 1]
+        g = f.gl[gi - 1]
         if (more := reasons - sum(g.reasons.values())) > 0:
             g.reasons[OTHER_KIND] = g.reasons.get(OTHER_KIND, 0) + more
         if (more := etypes - sum(g.error_types.values())) > 0:
             g.error_types[OTHER_KIND] = g.error_types.get(OTHER_KIND, 0) + more
         g.statuses_other = statuses - sum(g.statuses.values())
 
+
+def _timeline(f: _Fold, s: str) -> None:
     # the agreement timeline: counts per bucket, at the group's width
-    for gi, bucket, m, mm in rows(
+    for gi, bucket, m, mm in f.rows(
         f"""SELECT gi, intDiv(ts, {{gw:Array(UInt64)}}[gi]) AS b,
           countIf(oc = 'match'), countIf(oc = 'mismatch')
         FROM {s} WHERE ts != 0 AND NOT excluded AND oc IN ('match', 'mismatch') GROUP BY gi, b"""
     ):
-        gl[int(gi) - 1].timeline.put(widths[int(gi) - 1], int(bucket), [int(m), int(mm)])
-
-    if options.labels is not None:
-        _ground_truth(rows, s, gl, agg, options.labels)
-    if options.reference is not None and options.reference.features:
-        _drift(rows, q, s, gl, options, seen_inputs)
-    return agg
+        f.gl[int(gi) - 1].timeline.put(f.widths[int(gi) - 1], int(bucket), [int(m), int(mm)])
 
 
 def _ground_truth(
