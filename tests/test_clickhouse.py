@@ -615,3 +615,41 @@ def test_hostile_values_same_in_both_sources(server: Any, tmp_path: Path) -> Non
     assert from_file is not None and from_sql is not None, (err_f, err_c)
     assert from_file["out_of_range_values"] > 0
     same(from_sql, from_file)
+
+
+def test_coalesced_refusal_spans_count_their_exchanges(server: Any) -> None:
+    """A dropped span with shadow.coalesced_count stands for that many refusals (outcomes, n, reasons),
+    as the file fold counts it; on another outcome, not an integer in [1, 10,000,000]: one."""
+    port, _ = server
+    t0 = now_ns()
+    spans = [span(i, "match", p=0.5, c=0.5, start_ns=t0 + i) for i in range(10)]
+    spans += [
+        span(
+            10 + i,
+            "dropped",
+            pms=None,
+            cms=None,
+            start_ns=t0 + 100 + i,
+            **{"shadow.reason": "queue_full", **extra},
+        )
+        for i, extra in enumerate(
+            [{"shadow.coalesced_count": 5}] * 3
+            + [{}, {"shadow.coalesced_count": "abc"}, {"shadow.coalesced_count": 10**9}]
+        )
+    ]
+    spans.append(span(20, "match", p=0.5, c=0.5, start_ns=t0 + 200, **{"shadow.coalesced_count": 7}))
+    table = load(server, spans)
+    _, doc, err = report(
+        "--clickhouse",
+        f"http://{USER}@127.0.0.1:{port}/otel",
+        "--table",
+        table,
+        "--format",
+        "json",
+        *ANY_DATA,
+    )
+    assert doc is not None, err
+    (g,) = doc["targets"]
+    assert doc["spans"] == 17
+    assert g["outcomes"]["dropped"] == 3 * 5 + 3 and g["outcomes"]["match"] == 11 and g["n"] == 29
+    assert g["reasons"] == {"queue_full": 18} and g["reasons_by_outcome"] == {"dropped": {"queue_full": 18}}

@@ -68,6 +68,8 @@ __all__ = ["COLUMNS", "ExternalTable", "Runner", "SpanFilter", "identifier", "sq
 # the otel_traces columns the report reads (the exporter's names and types)
 COLUMNS = ("Timestamp", "TraceId", "SpanId", "ServiceName", "SpanAttributes")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+# a coalesced span counts at most this many refusals (aggregate.MAX_COALESCED where the file fold has it)
+MAX_COALESCED = 10_000_000
 MAX_FIELDS = 1000  # distinct recorded-value names read back (a hostile table cannot grow the answer)
 _P = "shadow.primary.body."
 _C = "shadow.candidate.body."
@@ -153,7 +155,10 @@ class _Query:
             {_opt("shadow.correlation_id")} AS cid,
             oc IN ('match', 'mismatch')
               AND (ifNull(reason = '{FIELD_MISSING}', 0)
-                   OR ifNull(sp >= {PRIMARY_FAILED_STATUS}, 0)) AS excluded
+                   OR ifNull(sp >= {PRIMARY_FAILED_STATUS}, 0)) AS excluded,
+            toInt64OrNull(a['shadow.coalesced_count']) AS coalesced,
+            toInt64(ifNull(if(oc = 'dropped' AND coalesced BETWEEN 1 AND {MAX_COALESCED}, coalesced, 1), 1))
+              AS w
             {extra}
           FROM (
             SELECT TraceId AS tid, toUnixTimestamp64Nano(Timestamp) AS ts, SpanAttributes AS a,
@@ -312,7 +317,8 @@ def _main(f: _Fold, s: str, score_field: str | None) -> dict[int, tuple[int, int
     for i, o in enumerate(OUTCOMES):
         f.p[f"o{i}"] = o
     f.p["threshold"] = f.options.threshold
-    outcome_counts = ", ".join(f"countIf(oc = {{o{i}:String}})" for i in range(len(OUTCOMES)))
+    # a coalesced refusal span (dropped) stands for shadow.coalesced_count exchanges: w
+    outcome_counts = ", ".join(f"sumIf(w, oc = {{o{i}:String}})" for i in range(len(OUTCOMES)))
     dp, dc, ds = (
         _num(f"a['shadow.{k}_ms']")
         for k in ("primary.duration", "candidate.duration", "candidate.server_duration")
@@ -326,7 +332,7 @@ def _main(f: _Fold, s: str, score_field: str | None) -> dict[int, tuple[int, int
         else "[]"
     )
     main = f.rows(
-        f"""SELECT gi, count(), {outcome_counts},
+        f"""SELECT gi, sum(w), {outcome_counts},
           countIf(reason = '{FIELD_MISSING}'),
           countIf(sp >= {PRIMARY_FAILED_STATUS} AND oc IN ('match', 'mismatch', 'error', 'timeout')),
           countIf(excluded AND oc = 'match'), countIf(excluded AND oc = 'mismatch'),
@@ -340,7 +346,7 @@ def _main(f: _Fold, s: str, score_field: str | None) -> dict[int, tuple[int, int
           sum(arrayCount(v -> toFloat64OrNull(v) IS NOT NULL
                               AND NOT abs(toFloat64OrNull(v)) <= {MAX_VALUE:.0e}
                          OR startsWith(v, 'json: unsupported value'), mapValues(a))),
-          countIf(reason IS NOT NULL), countIf(mapContains(a, 'error.type')),
+          sumIf(w, reason IS NOT NULL), countIf(mapContains(a, 'error.type')),
           countIf(sp IS NOT NULL OR sc IS NOT NULL),
           countIf(dp IS NOT NULL), groupArraySampleIf({LATENCY_RESERVOIR}, {SEED})(dp, dp IS NOT NULL),
           countIf(dc IS NOT NULL), groupArraySampleIf({LATENCY_RESERVOIR}, {SEED + 1})(dc, dc IS NOT NULL),
@@ -397,13 +403,14 @@ def _kinds(f: _Fold, s: str, totals: dict[int, tuple[int, int, int]]) -> None:
     # kinds, one scan: reasons by outcome, error types, status pairs, missing fields -- first seen
     # first, capped as the file fold caps them (what a hostile table has beyond, counted as "(other)")
     kinds = f.rows(
-        f"""SELECT gi, x.1 AS kind, x.2 AS k1, x.3 AS k2, count() FROM (
+        f"""SELECT gi, x.1 AS kind, x.2 AS k1, x.3 AS k2, sum(x.4) FROM (
           SELECT gi, ts, arrayJoin(arrayFilter(t -> t.1 != 0, [
-            (if(reason IS NULL, 0, 1), oc, ifNull(reason, '')),
-            (if(mapContains(a, 'error.type'), 2, 0), a['error.type'], ''),
-            (if(sp IS NULL AND sc IS NULL, 0, 3), ifNull(toString(sp), ''), ifNull(toString(sc), '')),
+            (if(reason IS NULL, 0, 1), oc, ifNull(reason, ''), w),
+            (if(mapContains(a, 'error.type'), 2, 0), a['error.type'], '', 1),
+            (if(sp IS NULL AND sc IS NULL, 0, 3), ifNull(toString(sp), ''), ifNull(toString(sc), ''), 1),
             (if(reason = '{FIELD_MISSING}', 4, 0),
-             if(a['shadow.missing_fields'] = '', '?', substringUTF8(a['shadow.missing_fields'], 1, 200)), '')
+             if(a['shadow.missing_fields'] = '', '?', substringUTF8(a['shadow.missing_fields'], 1, 200)),
+             '', 1)
           ])) AS x FROM {s}
         ) GROUP BY gi, kind, k1, k2 ORDER BY min(ts), kind, k1, k2
         LIMIT {MAX_KINDS * MAX_KINDS + MAX_KINDS + MAX_STATUS_PAIRS + MAX_MISSING_FIELDS} BY gi"""
