@@ -255,6 +255,12 @@ class Timeline:
                 for i, v in enumerate(row):
                     have[i] += v
 
+    def put(self, width_ns: int, key: int, counts: list[int]) -> None:
+        """Set bucket ``key`` of width ``width_ns`` to ``counts`` (counts another engine made; the SQL
+        source gives a width at which at most :data:`TIMELINE_BUCKETS` buckets are needed)."""
+        self.width_ns = width_ns
+        self.buckets[key] = counts
+
     def series(self, max_buckets: int) -> tuple[int, list[tuple[int, list[int]]]]:
         """``(bucket width ns, [(bucket start ns, counts)])`` in time order, merged into coarser
         buckets (the width doubling) until they span at most ``max_buckets``."""

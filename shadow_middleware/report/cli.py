@@ -90,7 +90,46 @@ class ProgressBar:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spans", metavar="SPANS", nargs="+", help="OTLP/JSON span files (plain or gzip)")
+    parser.add_argument(
+        "spans", metavar="SPANS", nargs="*", help="OTLP/JSON span files (plain or gzip); or --clickhouse"
+    )
+    parser.add_argument(
+        "--clickhouse",
+        metavar="URL",
+        help="read the spans where the Collector's ClickHouse exporter writes them: "
+        "http(s)://user@host:port/database (password from $SHADOW_CLICKHOUSE_PASSWORD); the figures "
+        "are computed by the server (needs the 'clickhouse' extra)",
+    )
+    parser.add_argument(
+        "--table",
+        default="otel_traces",
+        metavar="NAME",
+        help="with --clickhouse: the traces table (default otel_traces)",
+    )
+    parser.add_argument(
+        "--since",
+        metavar="TIME",
+        help="with --clickhouse: spans started at or after TIME (ISO 8601, e.g. 2026-12-01T00:00:00Z, "
+        "or a duration ago: 30m, 24h, 7d)",
+    )
+    parser.add_argument(
+        "--until", metavar="TIME", help="with --clickhouse: spans started before TIME (as --since)"
+    )
+    parser.add_argument(
+        "--service", metavar="NAME", help="with --clickhouse: spans of this service.name only"
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("auto", "python", "chdb"),
+        default="auto",
+        help="how span files are read: the light reader (python), ClickHouse's engine in-process (chdb, the "
+        "'chdb' extra), or auto (default): chdb for 256 MB of spans or more when it is installed",
+    )
+    parser.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="with an https --clickhouse URL: the CA certificate(s) to verify the server",
+    )
     parser.add_argument(
         "--field", metavar="NAME", help="recorded value used as the score (default: the only numeric one)"
     )
@@ -182,7 +221,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from .aggregate import ReportError, ReportOptions, aggregate_batches
     from .build import build_report
+    from .clickhouse import ClickHouseError
     from .drift import ReferenceError, load_reference
+    from .embedded import AUTO_BYTES, EmbeddedError, chdb_aggregate
+    from .embedded import available as embedded_available
     from .format import clean
     from .ground_truth import load_labels
     from .html import render_html
@@ -228,6 +270,14 @@ def run(args: argparse.Namespace) -> int:
             reference = load_reference(
                 args.reference, lambda p, n, m: say(f"{p}:{n}: skipped reference row: {m}")
             )
+        if args.clickhouse is not None and args.spans:
+            raise ReportError("give span files or --clickhouse, not both")
+        if args.clickhouse is None and not args.spans:
+            raise ReportError("give span file(s), or --clickhouse URL")
+        if args.clickhouse is None:
+            for name in ("since", "until", "service", "ca_file"):
+                if getattr(args, name) is not None:
+                    raise ReportError(f"--{name.replace('_', '-')} goes with --clickhouse")
         for path in args.spans:
             if Path(path).is_dir():
                 raise ReportError(f"{path}: is a directory; give the span file(s) in it")
@@ -243,11 +293,45 @@ def run(args: argparse.Namespace) -> int:
             reference=reference,
             trace_url=args.trace_url,
         )
-        if not args.no_progress and err.isatty():
-            progress = ProgressBar(sum(os.path.getsize(p) for p in args.spans), err)
-        agg = aggregate_batches(read_span_batches(args.spans, on_error, progress, skipped), options)
+        if args.clickhouse is not None:
+            from .clickhouse import clickhouse_aggregate
+            from .sql import SpanFilter
+
+            now = time.time_ns()
+            where = SpanFilter(
+                _time(args.since, "--since", now), _time(args.until, "--until", now), args.service
+            )
+            agg = clickhouse_aggregate(args.clickhouse, args.table, where, options, ca_file=args.ca_file)
+        else:
+            found: Any = None
+            size = sum(os.path.getsize(p) for p in args.spans)
+            if args.engine == "chdb" or (
+                args.engine == "auto" and size >= AUTO_BYTES and embedded_available()
+            ):
+                try:
+                    found = chdb_aggregate(args.spans, options)
+                except EmbeddedError as exc:
+                    if args.engine == "chdb":
+                        raise
+                    say(f"note: {exc}; reading with the light reader instead")
+                # no shadow span at all: the light reader says what the files are instead
+                if found is not None and not found.spans and args.engine == "auto":
+                    found = None
+            if found is None:
+                if not args.no_progress and err.isatty():
+                    progress = ProgressBar(size, err)
+                found = aggregate_batches(read_span_batches(args.spans, on_error, progress, skipped), options)
+            agg = found
         _keep_groups(agg, args.target, args.route)
-    except (ReportError, ReferenceError, PolicyError, NotOTLPError, OSError) as exc:
+    except (
+        ReportError,
+        ReferenceError,
+        PolicyError,
+        NotOTLPError,
+        OSError,
+        ClickHouseError,
+        EmbeddedError,
+    ) as exc:
         if progress is not None:
             progress.close()
         say(f"error: {exc}")
@@ -319,3 +403,30 @@ def _keep_groups(agg: Any, targets: list[str], routes: list[str]) -> None:
         for key, g in agg.groups.items()
         if (not targets or key[0] in targets) and (not routes or key[1] in routes)
     }
+
+
+_UNITS = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
+
+
+def _time(text: str | None, option: str, now_ns: int) -> int | None:
+    """``--since``/``--until`` in ns since the epoch: ISO 8601 (no zone: UTC) or a duration ago
+    (``90s``, ``30m``, ``24h``, ``7d``). Raises ``ReportError``."""
+    from datetime import UTC, datetime
+
+    from .aggregate import ReportError
+
+    if text is None:
+        return None
+    t = text.strip()
+    if t[-1:] in _UNITS and t[:-1].isdigit() and len(t) < 12:
+        return now_ns - int(t[:-1]) * _UNITS[t[-1]]
+    try:
+        when = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        raise ReportError(
+            f"{option} {text[:40]!r}: expected ISO 8601 (2026-12-01T00:00:00Z) or 30m, 24h, 7d"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    delta = when - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000

@@ -124,6 +124,12 @@ class Reservoir(Generic[T]):
         self.items[self._rng.randrange(self.capacity)] = item
         self._skip()
 
+    def fill(self, items: list[T], seen: int) -> None:
+        """Take ``items`` as the sample of ``seen`` items another engine drew (the SQL source's
+        ``groupArraySample`` of the same capacity): all of them when ``seen <= capacity``."""
+        self.items = list(items)[: self.capacity]
+        self.seen = seen
+
     @property
     def exact(self) -> bool:
         """True when every item seen is kept."""
