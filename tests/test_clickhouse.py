@@ -617,7 +617,7 @@ def test_hostile_values_same_in_both_sources(server: Any, tmp_path: Path) -> Non
     same(from_sql, from_file)
 
 
-def test_coalesced_refusal_spans_count_their_exchanges(server: Any) -> None:
+def test_coalesced_refusal_spans_count_their_exchanges(server: Any, tmp_path: Path) -> None:
     """A dropped span with shadow.coalesced_count stands for that many refusals (outcomes, n, reasons),
     as the file fold counts it; on another outcome, not an integer in [1, 10,000,000]: one."""
     port, _ = server
@@ -653,3 +653,9 @@ def test_coalesced_refusal_spans_count_their_exchanges(server: Any) -> None:
     assert doc["spans"] == 17
     assert g["outcomes"]["dropped"] == 3 * 5 + 3 and g["outcomes"]["match"] == 11 and g["n"] == 29
     assert g["reasons"] == {"queue_full": 18} and g["reasons_by_outcome"] == {"dropped": {"queue_full": 18}}
+    # The file fold counts them the same way: one aggregate, two sources.
+    _, from_file, err_f = report(
+        write_spans(tmp_path / "coalesced.jsonl", spans), "--format", "json", *ANY_DATA
+    )
+    assert from_file is not None, err_f
+    same(doc, from_file)
