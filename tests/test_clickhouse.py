@@ -659,3 +659,37 @@ def test_coalesced_refusal_spans_count_their_exchanges(server: Any, tmp_path: Pa
     )
     assert from_file is not None, err_f
     same(doc, from_file)
+
+
+def test_auto_never_hands_a_file_with_an_endless_line_or_gzip_to_chdb(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """chDB holds a whole line to parse it (a 300 MB line took 2-3 GB): --engine auto gives it only
+    plain files whose lines all fit the light reader's cap, so a hostile file cannot choose it."""
+    import gzip
+
+    from shadow_middleware.report import embedded
+
+    spans, _ = dataset(60, seed=5)
+    plain = write_spans(tmp_path / "s.jsonl", spans)
+    limit = max(len(line) for line in plain.read_bytes().splitlines())
+    assert embedded.lines_fit([plain], limit)
+    assert not embedded.lines_fit([plain], limit - 1)
+    endless = tmp_path / "endless.jsonl"
+    endless.write_bytes(plain.read_bytes() + b"a" * (9 * 2**20) + b"\n" + plain.read_bytes())
+    assert not embedded.lines_fit([endless], 8 * 2**20)  # across 4 MiB reads
+    assert not embedded.lines_fit([plain, endless], 8 * 2**20)
+    packed = tmp_path / "s.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert not embedded.lines_fit([packed])
+
+    def refuse(*_: Any) -> None:
+        raise AssertionError("handed to chDB")
+
+    monkeypatch.setattr(embedded, "AUTO_BYTES", 1)
+    monkeypatch.setattr(embedded, "chdb_aggregate", refuse)
+    monkeypatch.setattr(embedded.lines_fit, "__defaults__", (8 * 2**20,))
+    for path in (endless, packed):
+        _, out, err = _in_process(capsys, path, "--format", "json", *ANY_DATA)
+        assert "Traceback" not in err and "handed to chDB" not in err, err
+        assert json.loads(out)["spans"] == 60  # the endless file repeats the spans: counted once

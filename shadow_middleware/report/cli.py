@@ -123,7 +123,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "python", "chdb"),
         default="auto",
         help="how span files are read: the light reader (python), ClickHouse's engine in-process (chdb, the "
-        "'chdb' extra), or auto (default): chdb for 256 MB of spans or more when it is installed",
+        "'chdb' extra), or auto (default): chdb for 256 MB of plain span files or more when it is installed "
+        "and no line is over 16 MiB (chdb holds a whole line: use it on files you trust)",
     )
     parser.add_argument(
         "--ca-file",
@@ -223,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     from .build import build_report
     from .clickhouse import ClickHouseError
     from .drift import ReferenceError, load_reference
-    from .embedded import AUTO_BYTES, EmbeddedError, chdb_aggregate
+    from .embedded import AUTO_BYTES, EmbeddedError, chdb_aggregate, lines_fit
     from .embedded import available as embedded_available
     from .format import clean
     from .ground_truth import load_labels
@@ -306,7 +307,10 @@ def run(args: argparse.Namespace) -> int:
             found: Any = None
             size = sum(os.path.getsize(p) for p in args.spans)
             if args.engine == "chdb" or (
-                args.engine == "auto" and size >= AUTO_BYTES and embedded_available()
+                args.engine == "auto"
+                and size >= AUTO_BYTES
+                and embedded_available()
+                and lines_fit(args.spans)
             ):
                 try:
                     found = chdb_aggregate(args.spans, options)

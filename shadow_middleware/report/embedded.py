@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from .aggregate import Aggregate, ReportError, ReportOptions
+from .spans import MAX_LINE_BYTES
 from .sql import ExternalTable, SpanFilter, sql_aggregate
 
-__all__ = ["AUTO_BYTES", "EmbeddedError", "available", "chdb_aggregate"]
+__all__ = ["AUTO_BYTES", "EmbeddedError", "available", "chdb_aggregate", "lines_fit"]
 
 AUTO_BYTES = 256 * 2**20  # --engine auto uses chDB from this much span data on (when it is installed)
 MISSING = "--engine chdb needs chDB (the 'chdb' extra): pip install 'shadow_middleware[chdb]'"
@@ -67,6 +68,34 @@ SETTINGS input_format_json_read_numbers_as_strings = 1, input_format_skip_unknow
 
 class EmbeddedError(ValueError):
     """chDB could not read the files (one line)."""
+
+
+def lines_fit(paths: Sequence[str | Path], limit: int = MAX_LINE_BYTES) -> bool:
+    """Whether ``--engine auto`` may hand ``paths`` to chDB: plain files whose every line is at most
+    ``limit`` bytes. chDB holds a whole line to parse it (a 300 MB line took 2-3 GB), where the light
+    reader skips an over-long line unread in bounded memory: a hostile file must not choose the
+    engine that lets it take the machine. Gzip files are not scanned (that would decompress them
+    twice) and go to the light reader. One pass of 4 MiB reads, a ``find`` per read."""
+    for path in paths:
+        with open(path, "rb") as f:
+            if f.read(2) == b"\x1f\x8b":
+                return False
+            f.seek(0)
+            run = 0  # bytes since the last newline
+            while chunk := f.read(4 * 2**20):
+                first = chunk.find(b"\n")
+                if first < 0:
+                    run += len(chunk)
+                    if run > limit:
+                        return False
+                    continue
+                if run + first > limit:
+                    return False
+                # a chunk (4 MiB) is shorter than the limit: only runs across chunks can exceed it
+                run = len(chunk) - chunk.rfind(b"\n") - 1
+            if run > limit:
+                return False
+    return True
 
 
 def available() -> bool:
