@@ -433,7 +433,10 @@ def read_span_batches(
         confirmed = False
         probe: list[tuple[str, Any]] = []  # the first non-empty lines, until the file is confirmed
         pending: list[tuple[int, str]] = []  # their errors, reported once it is
-        pending_more: list[int] = []  # beyond MAX_PENDING: line numbers only
+        # beyond MAX_PENDING: counted only (the CLI prints the first few messages; a count keeps a
+        # file of millions of malformed lines before its first OTLP request from growing memory)
+        pending_more = 0
+        last_more = 0  # the line number of the last one counted
         others = Skipped()  # this file's lines that are not JSON, merged once it is confirmed
         with open(path, "rb") as raw_file:
             gzipped = raw_file.read(2) == b"\x1f\x8b"
@@ -452,7 +455,8 @@ def read_span_batches(
                     if len(pending) < MAX_PENDING:
                         pending.append((number, TOO_LONG))
                     else:
-                        pending_more.append(number)
+                        pending_more += 1
+                        last_more = number
                     if len(probe) < PROBE_LINES:
                         probe.append(("", None))
                     continue
@@ -485,11 +489,11 @@ def read_span_batches(
                         if on_error is not None:
                             for n, msg in pending:
                                 on_error(str(path), n, msg)
-                            for n in pending_more:
-                                on_error(str(path), n, "malformed line")
+                            for _ in range(pending_more):
+                                on_error(str(path), last_more, "malformed line")
                         if skipped is not None:
                             skipped.merge(others)
-                        probe, pending, pending_more, others = [], [], [], Skipped()
+                        probe, pending, pending_more, others = [], [], 0, Skipped()
                     spans = list(_spans_in_request(doc))
                 except _MALFORMED as exc:
                     # the message quotes at most a little of the line (the CLI escapes it for a terminal)
@@ -502,7 +506,8 @@ def read_span_batches(
                     if len(pending) < MAX_PENDING:
                         pending.append((number, message[:300]))
                     else:
-                        pending_more.append(number)
+                        pending_more += 1
+                        last_more = number
                 if not confirmed:  # nothing to yield: an OTLP request would have confirmed the file
                     if len(probe) < PROBE_LINES:
                         probe.append((text.strip()[:200], doc))
